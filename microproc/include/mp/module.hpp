@@ -1,0 +1,191 @@
+// C++ helpers over the C ABI of <mp/module.h>. A module author writes one class:
+//
+//   struct Echo {
+//     static void Build(mp::HeapBuilder& heap);                       // fill the heap
+//     static void Handle(const mp::Heap&, const mp::Call&, mp::Reply&);  // answer one call
+//   };
+//   MP_MODULE(Echo, "echo", "1.0.0")
+//
+// Heap containers use Boost.Interprocess offset pointers, so the data reads correctly at any
+// base address. Header-only; depends on Boost headers and the C ABI alone.
+#pragma once
+
+#include <boost/interprocess/allocators/allocator.hpp>
+#include <boost/interprocess/containers/string.hpp>
+#include <boost/interprocess/containers/vector.hpp>
+#include <boost/interprocess/managed_external_buffer.hpp>
+#include <cstring>
+#include <exception>
+#include <optional>
+#include <stdexcept>
+#include <string>
+#include <string_view>
+#include <utility>
+
+#include "mp/module.h"
+
+namespace mp {
+
+namespace bip = boost::interprocess;
+using HeapSegment = bip::managed_external_buffer;
+template <typename T>
+using HeapAllocator = bip::allocator<T, HeapSegment::segment_manager>;
+using HeapString = bip::basic_string<char, std::char_traits<char>, HeapAllocator<char>>;
+template <typename T>
+using HeapVector = bip::vector<T, HeapAllocator<T>>;
+
+inline std::string_view View(mp_str s) { return {s.data, s.size}; }
+
+// Fills a heap during build. Lives in the builder process only.
+class HeapBuilder {
+ public:
+  explicit HeapBuilder(mp_build_ctx* ctx)
+      : ctx_(ctx), segment_(bip::create_only, ctx->data, ctx->capacity) {}
+
+  // Constructs a T named `name` in the heap and records it as a root that Heap::Find<T> finds.
+  // Throws bip::bad_alloc when the heap is full (the build then fails with that reason).
+  template <typename T, typename... Args>
+  T* Construct(const char* name, Args&&... args) {
+    T* obj = segment_.construct<T>(name)(std::forward<Args>(args)...);
+    const auto offset = static_cast<uint64_t>(reinterpret_cast<char*>(obj) -
+                                              static_cast<char*>(ctx_->data));
+    if (ctx_->set_root(ctx_, name, offset, sizeof(T)) != 0) {
+      throw std::length_error(std::string("heap root table full or name too long: ") + name);
+    }
+    return obj;
+  }
+
+  // An allocator for heap containers: HeapString(s, builder.allocator()).
+  HeapAllocator<char> allocator() { return HeapAllocator<char>(segment_.get_segment_manager()); }
+  HeapSegment& segment() { return segment_; }
+
+  // The option `key` from the host config, if given.
+  std::optional<std::string_view> Option(const char* key) const {
+    const char* v = ctx_->option(ctx_, key);
+    if (v == nullptr) return std::nullopt;
+    return std::string_view(v);
+  }
+
+  // Releases the unused end of the data region. Called by MP_MODULE after Build.
+  void Finish() {
+    segment_.get_segment_manager()->shrink_to_fit();
+    ctx_->set_used(ctx_, segment_.get_size());
+  }
+
+ private:
+  mp_build_ctx* ctx_;
+  HeapSegment segment_;
+};
+
+// The sealed heap in a microprocess: read-only. Nothing reached from here may be written.
+class Heap {
+ public:
+  explicit Heap(const mp_heap* heap) : heap_(heap) {}
+  // The root `name` as a T, or nullptr if the build recorded none (or a smaller one).
+  template <typename T>
+  const T* Find(const char* name) const {
+    uint64_t size = 0;
+    const void* p = heap_->find_root(heap_, name, &size);
+    return (p != nullptr && size >= sizeof(T)) ? static_cast<const T*>(p) : nullptr;
+  }
+  uint64_t size() const { return heap_->size; }
+
+ private:
+  const mp_heap* heap_;
+};
+
+// One call, read-only, valid during Handle.
+class Call {
+ public:
+  explicit Call(const mp_call* call) : call_(call) {}
+  std::string_view method() const { return View(call_->method); }
+  std::string_view path() const { return View(call_->path); }
+  std::string_view query() const { return View(call_->query); }
+  std::string_view body() const { return View(call_->body); }
+  // The first header named `name` (case-insensitive), if any.
+  std::optional<std::string_view> Header(std::string_view name) const {
+    for (size_t i = 0; i < call_->header_count; ++i) {
+      std::string_view n = View(call_->headers[i].name);
+      if (n.size() == name.size() && strncasecmp(n.data(), name.data(), n.size()) == 0) {
+        return View(call_->headers[i].value);
+      }
+    }
+    return std::nullopt;
+  }
+  // The value of `key` in the query string (no percent-decoding), if present.
+  std::optional<std::string_view> QueryParam(std::string_view key) const {
+    std::string_view q = query();
+    while (!q.empty()) {
+      size_t amp = q.find('&');
+      std::string_view pair = q.substr(0, amp);
+      size_t eq = pair.find('=');
+      if (pair.substr(0, eq) == key) {
+        return eq == std::string_view::npos ? std::string_view() : pair.substr(eq + 1);
+      }
+      if (amp == std::string_view::npos) break;
+      q.remove_prefix(amp + 1);
+    }
+    return std::nullopt;
+  }
+
+ private:
+  const mp_call* call_;
+};
+
+class Reply {
+ public:
+  explicit Reply(mp_reply* reply) : reply_(reply) {}
+  void SetStatus(int status) { reply_->set_status(reply_, status); }
+  void AddHeader(std::string_view name, std::string_view value) {
+    reply_->add_header(reply_, {name.data(), name.size()}, {value.data(), value.size()});
+  }
+  void Write(std::string_view bytes) { reply_->append_body(reply_, bytes.data(), bytes.size()); }
+
+ private:
+  mp_reply* reply_;
+};
+
+namespace internal {
+
+template <typename M>
+int Build(mp_build_ctx* ctx) {
+  try {
+    HeapBuilder builder(ctx);
+    M::Build(builder);
+    builder.Finish();
+    return 0;
+  } catch (const std::exception& e) {
+    ctx->fail(ctx, e.what());
+  } catch (...) {
+    ctx->fail(ctx, "build threw a non-standard exception");
+  }
+  return 1;
+}
+
+template <typename M>
+int Handle(const mp_heap* heap, const mp_call* call, mp_reply* reply) {
+  try {
+    Heap h(heap);
+    Call c(call);
+    Reply r(reply);
+    M::Handle(h, c, r);
+    return 0;
+  } catch (...) {
+    return 1;
+  }
+}
+
+}  // namespace internal
+}  // namespace mp
+
+// Defines the module's entry point from class `M` with static Build and Handle.
+#define MP_MODULE(M, module_name, module_version)                                       \
+  extern "C" __attribute__((visibility("default"))) const mp_module* mp_module_entry() { \
+    static const mp_module kModule = {MP_MODULE_ABI_VERSION,                          \
+                                      sizeof(mp_module),                              \
+                                      module_name,                                    \
+                                      module_version,                                 \
+                                      &::mp::internal::Build<M>,                      \
+                                      &::mp::internal::Handle<M>};                    \
+    return &kModule;                                                                  \
+  }

@@ -1,0 +1,62 @@
+#include "microproc/sandbox.h"
+
+#include <linux/close_range.h>
+#include <signal.h>
+#include <sys/prctl.h>
+#include <sys/resource.h>
+#include <sys/syscall.h>
+#include <unistd.h>
+
+#include <algorithm>
+#include <vector>
+
+#include "absl/strings/str_cat.h"
+#include "shm/sys.h"
+
+namespace mp::microproc {
+
+absl::Status CloseFdsExcept(std::initializer_list<int> keep) {
+  std::vector<int> fds(keep);
+  std::sort(fds.begin(), fds.end());
+  unsigned int next = 0;
+  for (int fd : fds) {
+    if (fd < 0) continue;
+    if (static_cast<unsigned>(fd) > next &&
+        ::syscall(SYS_close_range, next, static_cast<unsigned>(fd) - 1, 0) != 0) {
+      return ErrnoStatus("close_range", errno);
+    }
+    next = static_cast<unsigned>(fd) + 1;
+  }
+  if (::syscall(SYS_close_range, next, ~0u, 0) != 0) return ErrnoStatus("close_range", errno);
+  return absl::OkStatus();
+}
+
+absl::Status ApplyRlimits(uint64_t address_space_bytes, uint64_t max_fds) {
+  auto set = [](int resource, rlim_t value, const char* name) -> absl::Status {
+    rlimit lim{value, value};
+    if (::setrlimit(resource, &lim) != 0) return ErrnoStatus(absl::StrCat("setrlimit(", name, ")"), errno);
+    return absl::OkStatus();
+  };
+  if (auto s = set(RLIMIT_CORE, 0, "RLIMIT_CORE"); !s.ok()) return s;
+  if (auto s = set(RLIMIT_NOFILE, max_fds, "RLIMIT_NOFILE"); !s.ok()) return s;
+  if (address_space_bytes > 0) {
+    if (auto s = set(RLIMIT_AS, address_space_bytes, "RLIMIT_AS"); !s.ok()) return s;
+  }
+  return absl::OkStatus();
+}
+
+absl::Status SetNoNewPrivs() {
+  if (::prctl(PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0) != 0) return ErrnoStatus("prctl(NO_NEW_PRIVS)", errno);
+  return absl::OkStatus();
+}
+
+absl::Status SetParentDeathSignal() {
+  if (::prctl(PR_SET_PDEATHSIG, SIGKILL, 0, 0, 0) != 0) return ErrnoStatus("prctl(PDEATHSIG)", errno);
+  return absl::OkStatus();
+}
+
+std::vector<std::string> SandboxLayerNames() {
+  return {"close_fds", "rlimits", "no_new_privs", "pdeathsig", "seccomp"};
+}
+
+}  // namespace mp::microproc

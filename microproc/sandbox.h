@@ -1,0 +1,40 @@
+// The sandbox a microprocess enters before it serves its first call. Every step is one-way:
+// nothing here can be undone by the process that applied it.
+#pragma once
+
+#include <cstdint>
+#include <initializer_list>
+#include <string>
+#include <vector>
+
+#include "absl/status/status.h"
+
+namespace mp::microproc {
+
+// What the seccomp allowlist needs to know about the process it confines.
+struct SeccompTarget {
+  int doorbell_fd = -1;  // the only fd besides stderr that write() may target
+};
+
+// Closes every descriptor except those in `keep`.
+absl::Status CloseFdsExcept(std::initializer_list<int> keep);
+
+// Core dumps off, at most `max_fds` open files, address space at most `address_space_bytes`
+// (0: unchanged). Size the address space as heap + budget: the heap mapping counts.
+absl::Status ApplyRlimits(uint64_t address_space_bytes, uint64_t max_fds);
+
+// PR_SET_NO_NEW_PRIVS: no exec can ever grant privileges again. Required before seccomp.
+absl::Status SetNoNewPrivs();
+
+// Kills this process with SIGKILL when its parent (the supervisor) dies.
+absl::Status SetParentDeathSignal();
+
+// Installs the microprocess allowlist (microproc/seccomp_policy.cc) with default action
+// "kill the process". After this only the listed syscalls work; anything else ends the process
+// with SIGSYS. Allocates while building the filter, so call before serving.
+absl::Status InstallWorkerSeccomp(const SeccompTarget& target);
+
+// Names of the layers applied by the sandbox, as `mpctl ps` lists them.
+std::vector<std::string> SandboxLayerNames();
+
+}  // namespace mp::microproc

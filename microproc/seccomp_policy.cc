@@ -1,0 +1,91 @@
+// The microprocess syscall allowlist: default action kills the process. Every syscall below is
+// here because the worker loop, the C/C++ runtime or a well-behaved module handler needs it
+// after the sandbox is in place. Anything that reaches outside the process (files, sockets,
+// processes, signals to others, exec, ptrace) is absent on purpose.
+#include <fcntl.h>
+#include <seccomp.h>
+#include <signal.h>
+#include <sys/mman.h>
+#include <unistd.h>
+
+#include "absl/strings/str_cat.h"
+#include "microproc/sandbox.h"
+
+namespace mp::microproc {
+namespace {
+
+class Filter {
+ public:
+  Filter() : ctx_(seccomp_init(SCMP_ACT_KILL_PROCESS)) {}
+  ~Filter() {
+    if (ctx_ != nullptr) seccomp_release(ctx_);
+  }
+  Filter(const Filter&) = delete;
+  Filter& operator=(const Filter&) = delete;
+
+  // Allows `name` when every comparison in `args` holds.
+  template <typename... Cmp>
+  void Allow(const char* name, Cmp... args) {
+    if (!status_.ok()) return;
+    int nr = seccomp_syscall_resolve_name(name);
+    if (nr == __NR_SCMP_ERROR) {
+      status_ = absl::InternalError(absl::StrCat("seccomp: unknown syscall ", name));
+      return;
+    }
+    int rc = seccomp_rule_add(ctx_, SCMP_ACT_ALLOW, nr, sizeof...(args), args...);
+    if (rc != 0) status_ = absl::InternalError(absl::StrCat("seccomp_rule_add(", name, "): ", rc));
+  }
+
+  absl::Status Load() {
+    if (ctx_ == nullptr) return absl::InternalError("seccomp_init failed");
+    if (!status_.ok()) return status_;
+    int rc = seccomp_load(ctx_);
+    if (rc != 0) return absl::InternalError(absl::StrCat("seccomp_load: ", rc));
+    return absl::OkStatus();
+  }
+
+ private:
+  scmp_filter_ctx ctx_;
+  absl::Status status_;
+};
+
+}  // namespace
+
+absl::Status InstallWorkerSeccomp(const SeccompTarget& target) {
+  Filter f;
+  // The ring protocol: sleep and wake on the futex word; ring the host's eventfd doorbell.
+  f.Allow("futex");
+  f.Allow("write", SCMP_A0(SCMP_CMP_EQ, static_cast<scmp_datum_t>(target.doorbell_fd)));
+  // Diagnostics from the runtime and modules go to stderr, which the host logs.
+  f.Allow("write", SCMP_A0(SCMP_CMP_EQ, 2));
+  f.Allow("writev", SCMP_A0(SCMP_CMP_EQ, 2));
+  // Memory for malloc and C++ new: never executable (no code can be brought in after load).
+  f.Allow("brk");
+  f.Allow("mmap", SCMP_A2(SCMP_CMP_MASKED_EQ, PROT_EXEC, 0));
+  f.Allow("mprotect", SCMP_A2(SCMP_CMP_MASKED_EQ, PROT_EXEC, 0));
+  f.Allow("munmap");
+  f.Allow("mremap");
+  f.Allow("madvise");
+  // Time and scheduling (clock_gettime is normally the vDSO; the fallback is a syscall).
+  f.Allow("clock_gettime");
+  f.Allow("clock_nanosleep");
+  f.Allow("nanosleep");
+  f.Allow("sched_yield");
+  f.Allow("getrandom");
+  // fstat of an open descriptor (glibc's stdio asks it via newfstatat(fd, "", AT_EMPTY_PATH)).
+  f.Allow("newfstatat", SCMP_A3(SCMP_CMP_MASKED_EQ, AT_EMPTY_PATH, AT_EMPTY_PATH));
+  f.Allow("fstat");
+  // Identity and signals to itself only: abort() raises SIGABRT with tgkill(own pid, ...).
+  f.Allow("getpid");
+  f.Allow("gettid");
+  f.Allow("tgkill", SCMP_A0(SCMP_CMP_EQ, static_cast<scmp_datum_t>(::getpid())));
+  f.Allow("rt_sigprocmask");
+  f.Allow("rt_sigreturn");
+  f.Allow("restart_syscall");
+  // Leaving.
+  f.Allow("exit");
+  f.Allow("exit_group");
+  return f.Load();
+}
+
+}  // namespace mp::microproc

@@ -1,0 +1,131 @@
+// mp-zygote: one per module generation. Exec'd by the supervisor (a clean image, not a copy of
+// it) with
+//   fd 3: a SOCK_SEQPACKET control socket to the supervisor
+//   fd 4: the sealed heap memfd
+// and argv: --module NAME --plugin PATH. It maps the heap private and read-only, validates its
+// header and checksum, loads the plugin, says hello, then forks one microprocess per
+// SpawnRequest until the socket closes.
+//
+// Microprocesses are created with CLONE_PARENT so that the supervisor is their parent: it
+// learns every exit and its status through a pidfd, whatever happens to the zygote.
+#include <sched.h>
+#include <signal.h>
+#include <sys/mman.h>
+#include <sys/syscall.h>
+#include <unistd.h>
+
+#include <cstdio>
+#include <cstring>
+#include <string>
+
+#include "absl/strings/str_cat.h"
+#include "microproc/fd_passing.h"
+#include "microproc/plugin.h"
+#include "microproc/sandbox.h"
+#include "microproc/worker.h"
+#include "microproc/zygote_protocol.h"
+#include "shm/module_heap.h"
+#include "shm/ring.h"
+#include "shm/segment.h"
+
+namespace mp::microproc {
+namespace {
+
+void SendHello(bool ok, absl::string_view version, absl::string_view message) {
+  ZygoteHello hello{};
+  hello.ok = ok ? 1 : 0;
+  hello.abi_version = MP_MODULE_ABI_VERSION;
+  version.copy(hello.module_version, sizeof hello.module_version - 1);
+  message.copy(hello.message, sizeof hello.message - 1);
+  (void)SendWithFds(kHelperSocketFd, std::as_bytes(std::span(&hello, 1)), {});
+}
+
+[[noreturn]] void Die(absl::string_view module, const absl::Status& s) {
+  std::fprintf(stderr, "mp-zygote[%s]: %s\n", std::string(module).c_str(),
+               std::string(s.message()).c_str());
+  _exit(70);
+}
+
+// The new microprocess, between clone and its first call. Never returns.
+[[noreturn]] void BecomeWorker(absl::string_view module_name, pid_t host_pid, UniqueFd ring_fd,
+                               UniqueFd doorbell_fd, const SpawnRequest& req, const Plugin& plugin,
+                               const shm::HeapView& heap) {
+  if (auto s = SetParentDeathSignal(); !s.ok()) Die(module_name, s);
+  if (::getppid() != host_pid) _exit(71);  // the host died before we armed the signal
+  auto ring = shm::RingFile::Attach(std::move(ring_fd));
+  if (!ring.ok()) Die(module_name, ring.status());
+  const int bell = doorbell_fd.release();
+  // Everything but stderr and the doorbell: the ring and heap stay mapped, their fds go.
+  if (auto s = CloseFdsExcept({2, bell}); !s.ok()) Die(module_name, s);
+  if (auto s = ApplyRlimits(req.address_space_bytes, 16); !s.ok()) Die(module_name, s);
+  if (auto s = SetNoNewPrivs(); !s.ok()) Die(module_name, s);
+  if (auto s = InstallWorkerSeccomp({bell}); !s.ok()) Die(module_name, s);
+  mp_heap module_heap = MakeModuleHeap(heap);
+  ServeCalls(*ring, bell, *plugin.module, module_heap, {req.spin_iterations});
+  _exit(0);
+}
+
+int Main(int argc, char** argv) {
+  std::string module, plugin_path;
+  for (int i = 1; i + 1 < argc; i += 2) {
+    std::string flag = argv[i];
+    if (flag == "--module") module = argv[i + 1];
+    if (flag == "--plugin") plugin_path = argv[i + 1];
+  }
+  if (auto s = SetParentDeathSignal(); !s.ok()) Die(module, s);
+  const pid_t host_pid = ::getppid();
+
+  auto segment = shm::Segment::Adopt(UniqueFd(kHelperHeapFd), "heap");
+  if (!segment.ok()) {
+    SendHello(false, "", segment.status().message());
+    return 1;
+  }
+  if (!segment->IsSealed()) {
+    SendHello(false, "", absl::StrCat("module '", module, "': heap memfd is not sealed"));
+    return 1;
+  }
+  // Private and read-only: a stray write faults, and even a later mprotect could only ever
+  // produce a private copy; the memfd itself is sealed against writes.
+  auto mapping = segment->MapPrivate(PROT_READ);
+  if (!mapping.ok()) {
+    SendHello(false, "", mapping.status().message());
+    return 1;
+  }
+  auto heap = shm::OpenHeap(mapping->data(), mapping->size(), /*verify_checksum=*/true);
+  if (!heap.ok()) {
+    SendHello(false, "", absl::StrCat("module '", module, "': ", heap.status().message()));
+    return 1;
+  }
+  auto plugin = LoadPlugin(module, plugin_path);
+  if (!plugin.ok()) {
+    SendHello(false, "", plugin.status().message());
+    return 1;
+  }
+  SendHello(true, plugin->module->version ? plugin->module->version : "", "ready");
+
+  for (;;) {
+    SpawnRequest req;
+    std::vector<UniqueFd> fds;
+    auto n = ReceiveWithFds(kHelperSocketFd, std::as_writable_bytes(std::span(&req, 1)), &fds, 2,
+                            -1);
+    if (!n.ok() || *n == 0) return 0;  // the supervisor closed the socket: we are done
+    if (*n != sizeof req || fds.size() != 2) continue;
+    SpawnReply reply{req.worker_id, 0, 0};
+    // Like fork(), but the child's parent is the supervisor (our parent).
+    long pid = ::syscall(SYS_clone, CLONE_PARENT | SIGCHLD, nullptr, nullptr, nullptr, 0);
+    if (pid == 0) {
+      BecomeWorker(module, host_pid, std::move(fds[0]), std::move(fds[1]), req, *plugin, *heap);
+    }
+    if (pid < 0) {
+      reply.error = errno;
+    } else {
+      reply.pid = static_cast<int32_t>(pid);
+    }
+    (void)SendWithFds(kHelperSocketFd, std::as_bytes(std::span(&reply, 1)), {});
+  }
+}
+
+}  // namespace
+}  // namespace mp::microproc
+
+int main(int argc, char** argv) { return mp::microproc::Main(argc, argv); }

@@ -1,0 +1,37 @@
+// echo: answers with a greeting read from the sealed heap, then the request body.
+//
+// The greeting is placed in the heap at build time (option "greeting", default below), so every
+// answer proves that the worker read the heap through its shared read-only mapping.
+#include <string>
+
+#include "mp/module.hpp"
+
+namespace {
+
+struct Echo {
+  static void Build(mp::HeapBuilder& heap) {
+    std::string greeting(heap.Option("greeting").value_or("hello from the echo heap"));
+    heap.Construct<mp::HeapString>("greeting", greeting.c_str(), heap.allocator());
+  }
+
+  static void Handle(const mp::Heap& heap, const mp::Call& call, mp::Reply& reply) {
+    const mp::HeapString* greeting = heap.Find<mp::HeapString>("greeting");
+    if (greeting == nullptr) {
+      reply.SetStatus(500);
+      reply.Write("echo: heap has no greeting\n");
+      return;
+    }
+    reply.AddHeader("Content-Type", "text/plain; charset=utf-8");
+    reply.Write(std::string_view(greeting->data(), greeting->size()));
+    reply.Write("\n");
+    reply.Write(call.method());
+    reply.Write(" ");
+    reply.Write(call.path());
+    reply.Write("\n");
+    reply.Write(call.body());
+  }
+};
+
+}  // namespace
+
+MP_MODULE(Echo, "echo", "1.0.0")

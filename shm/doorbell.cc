@@ -1,0 +1,95 @@
+#include "shm/doorbell.h"
+
+#include <linux/futex.h>
+#include <sys/eventfd.h>
+#include <sys/syscall.h>
+#include <time.h>
+#include <unistd.h>
+
+#include "shm/sys.h"
+
+namespace mp::shm {
+namespace {
+
+inline void CpuRelax() noexcept {
+#if defined(__x86_64__) || defined(__i386__)
+  __builtin_ia32_pause();
+#else
+  asm volatile("" ::: "memory");
+#endif
+}
+
+// Shared (not FUTEX_PRIVATE) because the word lives in a memfd mapped by two processes.
+long Futex(std::atomic<uint32_t>* word, int op, uint32_t val, const timespec* timeout) {
+  return ::syscall(SYS_futex, reinterpret_cast<uint32_t*>(word), op, val, timeout, nullptr, 0);
+}
+
+}  // namespace
+
+void WakeFutexConsumer(RingControl* control) noexcept {
+  control->wake_seq.fetch_add(1, std::memory_order_release);
+  Futex(&control->wake_seq, FUTEX_WAKE, 1, nullptr);
+}
+
+bool WaitForFrame(RingReader& reader, uint32_t spin_iterations, int64_t timeout_ns) noexcept {
+  for (uint32_t i = 0; i < spin_iterations; ++i) {
+    if (!reader.Empty()) return true;
+    CpuRelax();
+  }
+  timespec deadline{};
+  if (timeout_ns > 0) {
+    clock_gettime(CLOCK_MONOTONIC, &deadline);
+    deadline.tv_sec += timeout_ns / 1000000000;
+    deadline.tv_nsec += timeout_ns % 1000000000;
+    if (deadline.tv_nsec >= 1000000000) {
+      deadline.tv_sec += 1;
+      deadline.tv_nsec -= 1000000000;
+    }
+  }
+  for (;;) {
+    const uint32_t seq = reader.AnnounceSleep();
+    if (!reader.Empty()) break;
+    timespec rel{};
+    if (timeout_ns > 0) {
+      timespec now;
+      clock_gettime(CLOCK_MONOTONIC, &now);
+      int64_t left = (deadline.tv_sec - now.tv_sec) * 1000000000 + (deadline.tv_nsec - now.tv_nsec);
+      if (left <= 0) {
+        reader.ClearSleeping();
+        return !reader.Empty();
+      }
+      rel.tv_sec = left / 1000000000;
+      rel.tv_nsec = left % 1000000000;
+    }
+    Futex(&reader.control()->wake_seq, FUTEX_WAIT, seq, timeout_ns > 0 ? &rel : nullptr);
+    if (!reader.Empty()) break;
+  }
+  reader.ClearSleeping();
+  return true;
+}
+
+absl::StatusOr<Doorbell> Doorbell::Create() {
+  int fd = ::eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK);
+  if (fd < 0) return ErrnoStatus("eventfd", errno);
+  return Doorbell(UniqueFd(fd));
+}
+
+void RingDoorbell(int fd) noexcept {
+  uint64_t one = 1;
+  ssize_t r;
+  do {
+    r = ::write(fd, &one, sizeof one);
+  } while (r < 0 && errno == EINTR);
+}
+
+void Doorbell::Ring() const noexcept { RingDoorbell(fd_.get()); }
+
+void Doorbell::Drain() const noexcept {
+  uint64_t n;
+  ssize_t r;
+  do {
+    r = ::read(fd_.get(), &n, sizeof n);
+  } while (r < 0 && errno == EINTR);
+}
+
+}  // namespace mp::shm

@@ -1,0 +1,38 @@
+// Waking a sleeping peer: a futex on a shared word (host → worker) and an eventfd that the
+// host's event loop watches (worker → host).
+#pragma once
+
+#include <atomic>
+#include <cstdint>
+
+#include "absl/status/statusor.h"
+#include "shm/ring.h"
+#include "shm/unique_fd.h"
+
+namespace mp::shm {
+
+// Wakes the consumer of `control` (after a Commit that returned true). One futex syscall.
+void WakeFutexConsumer(RingControl* control) noexcept;
+
+// Worker side: returns when `reader` has data, after spinning `spin_iterations` checks and
+// then sleeping on the futex. Returns false if `timeout_ns` (0 = forever) passed first.
+bool WaitForFrame(RingReader& reader, uint32_t spin_iterations, int64_t timeout_ns) noexcept;
+
+// Adds 1 to the eventfd `fd` (non-owning). Async-signal-safe, allocation-free.
+void RingDoorbell(int fd) noexcept;
+
+// An eventfd: Ring() from any process holding the fd; the owner's event loop drains it.
+class Doorbell {
+ public:
+  static absl::StatusOr<Doorbell> Create();
+  explicit Doorbell(UniqueFd fd) : fd_(std::move(fd)) {}
+  void Ring() const noexcept;   // async-signal-safe, allocation-free
+  void Drain() const noexcept;  // non-blocking read that resets the counter
+  int fd() const noexcept { return fd_.get(); }
+  UniqueFd ReleaseFd() && noexcept { return std::move(fd_); }
+
+ private:
+  UniqueFd fd_;
+};
+
+}  // namespace mp::shm

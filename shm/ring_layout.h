@@ -1,0 +1,70 @@
+// The bytes of a ring memfd: one per microprocess, mapped MAP_SHARED by the host and by the
+// worker. Offsets only, fixed layout. Everything here is writable by the worker and therefore
+// hostile to the host: the host reads each field once and validates it against the capacities
+// it keeps privately.
+#pragma once
+
+#include <atomic>
+#include <cstddef>
+#include <cstdint>
+#include <type_traits>
+
+namespace mp::shm {
+
+inline constexpr uint64_t kRingMagic = 0x31474E4952504D00ull;  // "\0MPRING1"
+inline constexpr uint64_t kRingHeaderBytes = 4096;
+inline constexpr uint64_t kFrameAlign = 16;  // keeps payloads 8-aligned for Cap'n Proto readers
+
+// Frame kinds. A frame is [u32 length][u32 kind][u64 call id][payload, padded to 16 bytes].
+enum class FrameKind : uint32_t {
+  kPad = 0,     // filler to the end of the ring; never delivered
+  kCall = 1,    // host → worker: mp.call.Call
+  kReply = 2,   // worker → host: mp.call.Reply
+  kError = 3,   // worker → host: mp.call.Error
+  kCancel = 4,  // host → worker: give up the call with this id
+  kStop = 5,    // host → worker: exit cleanly after the current call
+};
+inline constexpr uint32_t kMaxFrameKind = 5;
+
+struct FrameHeader {
+  uint32_t length;  // payload bytes, excluding this header and padding
+  uint32_t kind;    // a FrameKind
+  uint64_t call_id;
+};
+static_assert(sizeof(FrameHeader) == 16);
+static_assert(std::is_trivially_copyable_v<FrameHeader>);
+
+// Control words of one single-producer single-consumer ring. `head` and `tail` are byte
+// positions that only grow (offset = position & (capacity - 1)); each is written by one side.
+struct RingControl {
+  alignas(64) std::atomic<uint64_t> head;  // written by the consumer
+  alignas(64) std::atomic<uint64_t> tail;  // written by the producer
+  // Written by the consumer: 1 while it sleeps (or is about to), so the producer must wake it.
+  alignas(64) std::atomic<uint32_t> consumer_sleeping;
+  // Futex word the consumer sleeps on; the producer bumps it before a futex wake.
+  std::atomic<uint32_t> wake_seq;
+};
+static_assert(std::atomic<uint64_t>::is_always_lock_free);
+static_assert(sizeof(RingControl) == 192);
+
+// Written by the worker only; informational for the host (never trusted for decisions beyond
+// what it reports about the worker itself).
+struct WorkerBlock {
+  alignas(64) std::atomic<uint32_t> state;       // a WorkerState
+  std::atomic<int32_t> forbidden_syscall;        // set by the SIGSYS path before exiting, or -1
+};
+
+enum class WorkerState : uint32_t { kStarting = 0, kReady = 1, kBusy = 2, kStopped = 3 };
+
+struct RingFileHeader {
+  uint64_t magic;
+  uint64_t request_capacity;   // host → worker ring, power of two
+  uint64_t response_capacity;  // worker → host ring, power of two
+  RingControl request;
+  RingControl response;
+  WorkerBlock worker;
+};
+static_assert(sizeof(RingFileHeader) <= kRingHeaderBytes);
+static_assert(std::is_standard_layout_v<RingFileHeader>);
+
+}  // namespace mp::shm
