@@ -25,5 +25,7 @@ interface Control {
   # host cannot complete, is answered with an HTTP-style status and a JSON error body.
   call @1 (module :Text, method :Text, path :Text, query :Text,
            headers :List(Call.Header), body :Data, timeoutMs :UInt32)
-       -> (reply :Call.Reply, workerPid :Int32);
+       -> (reply :Call.Reply, workerPid :Int32, hostError :Bool);
+  # hostError: the host answered itself (no such module, limits, a worker died, deadline),
+  # rather than passing on the module's reply.
 }

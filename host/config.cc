@@ -1,0 +1,164 @@
+#include "host/config.h"
+
+#include <capnp/compat/json.h>
+#include <capnp/message.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include <bit>
+#include <fstream>
+#include <sstream>
+
+#include "absl/strings/str_cat.h"
+#include "schemas/config.capnp.h"
+
+namespace mp::host {
+namespace {
+
+bool ValidModuleName(absl::string_view n) {
+  if (n.empty() || n.size() > 32) return false;
+  for (char c : n) {
+    if (!((c >= 'a' && c <= 'z') || (c >= '0' && c <= '9') || c == '_' || c == '-')) return false;
+  }
+  return true;
+}
+
+absl::Status FieldError(absl::string_view source, absl::string_view field,
+                        absl::string_view problem) {
+  return absl::InvalidArgumentError(absl::StrCat("config ", source, ": ", field, ": ", problem));
+}
+
+std::string JsonScalarText(capnp::JsonValue::Reader v) {
+  switch (v.which()) {
+    case capnp::JsonValue::STRING: return std::string(v.getString().cStr(), v.getString().size());
+    case capnp::JsonValue::BOOLEAN: return v.getBoolean() ? "true" : "false";
+    case capnp::JsonValue::NUMBER: {
+      double d = v.getNumber();
+      if (d == static_cast<double>(static_cast<int64_t>(d))) return absl::StrCat(static_cast<int64_t>(d));
+      return absl::StrCat(d);
+    }
+    default: return {};
+  }
+}
+
+std::string S(capnp::Text::Reader t) { return std::string(t.cStr(), t.size()); }
+
+}  // namespace
+
+std::string DefaultControlSocket() {
+  const char* xdg = ::getenv("XDG_RUNTIME_DIR");
+  if (xdg != nullptr && xdg[0] == '/') return absl::StrCat(xdg, "/mphost.sock");
+  return absl::StrCat("/tmp/mphost-", ::getuid(), ".sock");
+}
+
+uint64_t RingCapacityFor(uint64_t max_body_bytes) {
+  // Room for one maximal body plus headers and Cap'n Proto framing in half the ring.
+  return std::max<uint64_t>(std::bit_ceil(2 * (max_body_bytes + (64 << 10))), 256 << 10);
+}
+
+HostConfig DefaultConfig(const std::string& module_dir) {
+  HostConfig c;
+  c.control = DefaultControlSocket();
+  ModuleConfig echo;
+  echo.name = "echo";
+  echo.plugin = absl::StrCat(module_dir, "/libecho.so");
+  echo.max_heap_bytes = 16ull << 20;
+  c.modules.push_back(echo);
+  return c;
+}
+
+absl::StatusOr<HostConfig> ParseConfig(absl::string_view json, absl::string_view source,
+                                       const std::string& base_dir) {
+  capnp::MallocMessageBuilder message;
+  auto builder = message.initRoot<config::Config>();
+  capnp::JsonCodec codec;
+  codec.setRejectUnknownFields(true);
+  codec.setMaxNestingDepth(32);
+  KJ_IF_MAYBE(e, kj::runCatchingExceptions([&] {
+                codec.decode(kj::ArrayPtr<const char>(json.data(), json.size()), builder);
+              })) {
+    return absl::InvalidArgumentError(
+        absl::StrCat("config ", source, ": not valid: ", e->getDescription().cStr()));
+  }
+  auto root = builder.asReader();
+  HostConfig out;
+  out.listen = S(root.getListen());
+  if (out.listen.find(':') == std::string::npos) {
+    return FieldError(source, "listen", absl::StrCat("'", out.listen, "' is not HOST:PORT"));
+  }
+  out.control = root.hasControl() ? S(root.getControl()) : DefaultControlSocket();
+  if (out.control.empty() || out.control.size() > 100) {
+    return FieldError(source, "control", "must be a socket path of 1 to 100 bytes");
+  }
+  if (!root.hasModules() || root.getModules().size() == 0) {
+    return FieldError(source, "modules", "at least one module is required");
+  }
+  for (auto m : root.getModules()) {
+    ModuleConfig mc;
+    mc.name = S(m.getName());
+    const std::string field = absl::StrCat("modules[", mc.name, "]");
+    if (!ValidModuleName(mc.name)) {
+      return FieldError(source, "modules[].name",
+                        absl::StrCat("'", mc.name, "' must match [a-z0-9_-]{1,32}"));
+    }
+    for (const auto& other : out.modules) {
+      if (other.name == mc.name) return FieldError(source, field, "module named twice");
+    }
+    std::string plugin = S(m.getPlugin());
+    if (plugin.empty()) return FieldError(source, field + ".plugin", "missing");
+    mc.plugin = plugin[0] == '/' ? plugin : absl::StrCat(base_dir, "/", plugin);
+    struct stat st;
+    if (::stat(mc.plugin.c_str(), &st) != 0 || !S_ISREG(st.st_mode)) {
+      return FieldError(source, field + ".plugin",
+                        absl::StrCat("no such file: ", mc.plugin));
+    }
+    mc.workers = m.getWorkers();
+    if (mc.workers < 1 || mc.workers > 256) {
+      return FieldError(source, field + ".workers", "must be between 1 and 256");
+    }
+    if (m.getMaxHeapMb() < 1 || m.getMaxHeapMb() > 65536) {
+      return FieldError(source, field + ".maxHeapMb", "must be between 1 and 65536");
+    }
+    mc.max_heap_bytes = uint64_t{m.getMaxHeapMb()} << 20;
+    if (m.getMaxBodyKb() < 1 || m.getMaxBodyKb() > 65536) {
+      return FieldError(source, field + ".maxBodyKb", "must be between 1 and 65536");
+    }
+    mc.max_body_bytes = uint64_t{m.getMaxBodyKb()} << 10;
+    mc.call_timeout_ms = m.getCallTimeoutMs();
+    if (mc.call_timeout_ms < 1) return FieldError(source, field + ".callTimeoutMs", "must be > 0");
+    if (m.hasOptions()) {
+      auto opts = m.getOptions();
+      if (opts.which() != capnp::JsonValue::OBJECT) {
+        return FieldError(source, field + ".options", "must be a JSON object");
+      }
+      for (auto f : opts.getObject()) {
+        auto v = f.getValue();
+        if (v.which() != capnp::JsonValue::STRING && v.which() != capnp::JsonValue::NUMBER &&
+            v.which() != capnp::JsonValue::BOOLEAN) {
+          return FieldError(source, absl::StrCat(field, ".options.", f.getName().cStr()),
+                            "must be a string, number or boolean");
+        }
+        mc.options.emplace_back(S(f.getName()), JsonScalarText(v));
+      }
+    }
+    out.modules.push_back(std::move(mc));
+  }
+  return out;
+}
+
+absl::StatusOr<HostConfig> LoadConfigFile(const std::string& path) {
+  std::ifstream in(path);
+  if (!in) return absl::NotFoundError(absl::StrCat("config ", path, ": cannot open: ", strerror(errno)));
+  std::stringstream text;
+  text << in.rdbuf();
+  std::string dir = ".";
+  if (auto slash = path.rfind('/'); slash != std::string::npos) dir = path.substr(0, slash);
+  if (dir.empty()) dir = "/";
+  if (dir[0] != '/') {
+    char cwd[4096];
+    if (::getcwd(cwd, sizeof cwd) != nullptr) dir = absl::StrCat(cwd, "/", dir);
+  }
+  return ParseConfig(text.str(), path, dir);
+}
+
+}  // namespace mp::host

@@ -1,0 +1,47 @@
+// Host configuration: a JSON file decoded into schemas/config.capnp with Cap'n Proto's JSON
+// codec, then validated into these plain structs. Errors name the file and the field.
+#pragma once
+
+#include <cstdint>
+#include <string>
+#include <utility>
+#include <vector>
+
+#include "absl/status/statusor.h"
+#include "absl/strings/string_view.h"
+
+namespace mp::host {
+
+struct ModuleConfig {
+  std::string name;
+  std::string plugin;  // absolute path
+  uint32_t workers = 2;
+  uint64_t max_heap_bytes = 256ull << 20;
+  std::vector<std::pair<std::string, std::string>> options;
+  uint64_t max_body_bytes = 256ull << 10;
+  uint32_t call_timeout_ms = 10000;
+};
+
+struct HostConfig {
+  std::string listen = "127.0.0.1:8080";
+  std::string control;  // Unix socket path
+  std::vector<ModuleConfig> modules;
+};
+
+// Reads and validates `path`. Relative plugin paths are relative to the file's directory.
+absl::StatusOr<HostConfig> LoadConfigFile(const std::string& path);
+
+// Decodes and validates JSON text; `source` names it in errors.
+absl::StatusOr<HostConfig> ParseConfig(absl::string_view json, absl::string_view source,
+                                       const std::string& base_dir);
+
+// The bundled modules under `module_dir` (echo), served when no config is given.
+HostConfig DefaultConfig(const std::string& module_dir);
+
+// $XDG_RUNTIME_DIR/mphost.sock, or /tmp/mphost-UID.sock. mpctl uses the same default.
+std::string DefaultControlSocket();
+
+// Ring capacity per direction for a module whose bodies reach `max_body_bytes`.
+uint64_t RingCapacityFor(uint64_t max_body_bytes);
+
+}  // namespace mp::host

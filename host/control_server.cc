@@ -1,0 +1,159 @@
+#include "host/control_server.h"
+
+#include <sys/socket.h>
+#include <sys/stat.h>
+#include <sys/un.h>
+#include <unistd.h>
+
+#include <cstring>
+
+#include "absl/strings/str_cat.h"
+#include "host/log.h"
+#include "microproc/sandbox.h"
+#include "schemas/control.capnp.h"
+#include "shm/sys.h"
+
+namespace mp::host {
+namespace {
+
+class ControlImpl final : public control::Control::Server {
+ public:
+  explicit ControlImpl(Supervisor& supervisor) : supervisor_(supervisor) {}
+
+  kj::Promise<void> ps(PsContext context) override {
+    auto workers = supervisor_.Workers();
+    auto layers = microproc::SandboxLayerNames();
+    auto list = context.getResults().initWorkers(workers.size());
+    for (size_t i = 0; i < workers.size(); ++i) {
+      const auto& w = workers[i];
+      auto out = list[i];
+      out.setPid(w.pid);
+      out.setModule(w.module);
+      out.setGeneration(w.generation);
+      out.setState(w.state);
+      out.setCalls(w.calls);
+      out.setErrors(w.errors);
+      out.setStartedUnixMs(w.started_unix_ms);
+      auto l = out.initSandbox(layers.size());
+      for (size_t k = 0; k < layers.size(); ++k) l.set(k, layers[k]);
+    }
+    return kj::READY_NOW;
+  }
+
+  kj::Promise<void> call(CallContext context) override {
+    auto p = context.getParams();
+    CallRequest req;
+    req.method = p.hasMethod() && p.getMethod().size() > 0 ? p.getMethod().cStr() : "GET";
+    req.path = p.hasPath() && p.getPath().size() > 0 ? p.getPath().cStr() : "/";
+    if (req.path[0] != '/') req.path = "/" + req.path;
+    req.query = p.getQuery().cStr();
+    for (auto h : p.getHeaders()) req.headers.emplace_back(h.getName().cStr(), h.getValue().cStr());
+    auto body = p.getBody();
+    req.body.assign(reinterpret_cast<const char*>(body.begin()), body.size());
+    req.timeout_ms = p.getTimeoutMs();
+    std::string module = p.getModule().cStr();
+    return supervisor_.Call(module, std::move(req)).then([context](CallResult r) mutable {
+      auto results = context.getResults();
+      results.setWorkerPid(r.worker_pid);
+      results.setHostError(r.from_host);
+      auto reply = results.initReply();
+      reply.setStatus(r.status);
+      auto hs = reply.initHeaders(r.headers.size());
+      for (size_t i = 0; i < r.headers.size(); ++i) {
+        hs[i].setName(r.headers[i].first);
+        hs[i].setValue(r.headers[i].second);
+      }
+      reply.setBody(kj::arrayPtr(reinterpret_cast<const kj::byte*>(r.body.data()), r.body.size()));
+    });
+  }
+
+ private:
+  Supervisor& supervisor_;
+};
+
+// If a socket exists at `path`: a live listener is an error, a dead one is removed.
+absl::Status ClearStaleSocket(const std::string& path) {
+  struct stat st;
+  if (::lstat(path.c_str(), &st) != 0) return absl::OkStatus();
+  if (!S_ISSOCK(st.st_mode)) {
+    return absl::AlreadyExistsError(absl::StrCat("control socket ", path,
+                                                 ": a file that is not a socket is in the way"));
+  }
+  int fd = ::socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0);
+  sockaddr_un addr{};
+  addr.sun_family = AF_UNIX;
+  std::strncpy(addr.sun_path, path.c_str(), sizeof addr.sun_path - 1);
+  int rc = ::connect(fd, reinterpret_cast<sockaddr*>(&addr), sizeof addr);
+  ::close(fd);
+  if (rc == 0) {
+    return absl::AlreadyExistsError(
+        absl::StrCat("control socket ", path, " is in use by another running mphost"));
+  }
+  ::unlink(path.c_str());
+  return absl::OkStatus();
+}
+
+}  // namespace
+
+ControlServer::ControlServer(kj::AsyncIoContext& io, Supervisor& supervisor)
+    : io_(io), supervisor_(supervisor), tasks_(*this) {}
+
+ControlServer::~ControlServer() {
+  listener_ = nullptr;
+  if (!path_.empty()) ::unlink(path_.c_str());
+}
+
+void ControlServer::taskFailed(kj::Exception&& exception) {
+  if (exception.getType() != kj::Exception::Type::DISCONNECTED) {
+    LogEvent("control_error", {{"what", exception.getDescription().cStr()}});
+  }
+}
+
+absl::Status ControlServer::Listen(const std::string& path) {
+  if (path.size() >= sizeof(sockaddr_un::sun_path)) {
+    return absl::InvalidArgumentError(absl::StrCat("control socket ", path, ": path too long"));
+  }
+  if (auto s = ClearStaleSocket(path); !s.ok()) return s;
+  // Created 0600 from the start: the umask applies at bind(), so no window exists in which
+  // another user could connect.
+  const mode_t old = ::umask(0177);
+  KJ_IF_MAYBE(e, kj::runCatchingExceptions([&] {
+                auto addr = io_.provider->getNetwork()
+                                .parseAddress(kj::str("unix:", path.c_str()))
+                                .wait(io_.waitScope);
+                listener_ = addr->listen();
+              })) {
+    ::umask(old);
+    return absl::UnavailableError(
+        absl::StrCat("control socket ", path, ": ", e->getDescription().cStr()));
+  }
+  ::umask(old);
+  if (::chmod(path.c_str(), 0600) != 0) return ErrnoStatus(absl::StrCat("chmod(", path, ")"), errno);
+  path_ = path;
+  server_ = kj::heap<capnp::TwoPartyServer>(kj::heap<ControlImpl>(supervisor_));
+  return absl::OkStatus();
+}
+
+kj::Promise<void> ControlServer::Run() { return AcceptLoop(); }
+
+kj::Promise<void> ControlServer::AcceptLoop() {
+  return listener_->accept().then([this](kj::Own<kj::AsyncIoStream> connection) {
+    ucred cred{};
+    uint len = sizeof cred;
+    bool allowed = false;
+    KJ_IF_MAYBE(e, kj::runCatchingExceptions(
+                       [&] { connection->getsockopt(SOL_SOCKET, SO_PEERCRED, &cred, &len); })) {
+      (void)e;
+    } else {
+      allowed = cred.uid == ::getuid() || cred.uid == 0;
+    }
+    if (!allowed) {
+      LogEvent("control_refused", {{"uid", absl::StrCat(cred.uid)}, {"pid", absl::StrCat(cred.pid)}});
+    } else {
+      server_->accept(kj::mv(connection));
+    }
+    return AcceptLoop();
+  });
+}
+
+}  // namespace mp::host

@@ -1,0 +1,136 @@
+#include "host/http_front.h"
+
+#include <string>
+
+#include "absl/strings/ascii.h"
+#include "absl/strings/match.h"
+#include "absl/strings/str_cat.h"
+#include "host/json.h"
+
+namespace mp::host {
+namespace {
+
+// Headers the HTTP layer owns; a module's value for them is dropped.
+bool HopByHop(absl::string_view name) {
+  for (absl::string_view h : {"content-length", "transfer-encoding", "connection", "keep-alive",
+                              "upgrade", "te", "trailer"}) {
+    if (absl::EqualsIgnoreCase(name, h)) return true;
+  }
+  return false;
+}
+
+CallResult Plain(uint16_t status, std::string body, const char* type = "text/plain; charset=utf-8") {
+  CallResult r;
+  r.status = status;
+  r.from_host = true;
+  r.headers.emplace_back("Content-Type", type);
+  r.body = std::move(body);
+  return r;
+}
+
+CallResult JsonStatus(uint16_t status, absl::string_view message, absl::string_view module = {}) {
+  return Plain(status, JsonError(message, module), "application/json");
+}
+
+}  // namespace
+
+const char* HttpStatusText(uint16_t status) {
+  switch (status) {
+    case 200: return "OK";
+    case 201: return "Created";
+    case 204: return "No Content";
+    case 301: return "Moved Permanently";
+    case 302: return "Found";
+    case 304: return "Not Modified";
+    case 400: return "Bad Request";
+    case 401: return "Unauthorized";
+    case 403: return "Forbidden";
+    case 404: return "Not Found";
+    case 405: return "Method Not Allowed";
+    case 408: return "Request Timeout";
+    case 413: return "Payload Too Large";
+    case 429: return "Too Many Requests";
+    case 431: return "Request Header Fields Too Large";
+    case 500: return "Internal Server Error";
+    case 502: return "Bad Gateway";
+    case 503: return "Service Unavailable";
+    case 504: return "Gateway Timeout";
+    default: return status < 300 ? "OK" : status < 400 ? "Redirect" : status < 500 ? "Client Error" : "Server Error";
+  }
+}
+
+kj::Promise<void> FrontDoor::Send(Response& response, const CallResult& result) {
+  kj::HttpHeaders out(table_);
+  for (const auto& [name, value] : result.headers) {
+    if (HopByHop(name)) continue;
+    out.add(kj::str(name.c_str()), kj::str(value.c_str()));
+  }
+  if (result.worker_pid > 0) out.add("X-Mphost-Worker", kj::str(result.worker_pid));
+  auto stream = response.send(result.status, HttpStatusText(result.status), out,
+                              static_cast<uint64_t>(result.body.size()));
+  auto body = kj::heapString(result.body.data(), result.body.size());
+  auto write = stream->write(body.begin(), body.size());
+  return write.attach(kj::mv(stream), kj::mv(body));
+}
+
+kj::Promise<void> FrontDoor::request(kj::HttpMethod method, kj::StringPtr url,
+                                     const kj::HttpHeaders& headers, kj::AsyncInputStream& body,
+                                     Response& response) {
+  absl::string_view target(url.cStr(), url.size());
+  absl::string_view path = target, query;
+  if (auto q = target.find('?'); q != absl::string_view::npos) {
+    path = target.substr(0, q);
+    query = target.substr(q + 1);
+  }
+  if (path == "/healthz") return Send(response, Plain(200, "ok\n"));
+  if (path == "/readyz") {
+    return supervisor_.Ready() ? Send(response, Plain(200, "ready\n"))
+                               : Send(response, Plain(503, "not ready\n"));
+  }
+  if (path == "/metrics") {
+    return Send(response,
+                Plain(200, supervisor_.MetricsText(), "text/plain; version=0.0.4; charset=utf-8"));
+  }
+  if (!absl::StartsWith(path, "/m/")) {
+    return Send(response, JsonStatus(404, absl::StrCat("no route for ", path,
+                                                       "; modules are under /m/<module>/")));
+  }
+  absl::string_view rest = path.substr(3);
+  const size_t slash = rest.find('/');
+  std::string module(rest.substr(0, slash));
+  std::string module_path = slash == absl::string_view::npos ? "/" : std::string(rest.substr(slash));
+  const auto max_body = supervisor_.MaxBodyBytes(module);
+  if (!max_body) {
+    return Send(response, JsonStatus(404, absl::StrCat("no module named '", module, "'"), module));
+  }
+  KJ_IF_MAYBE(length, body.tryGetLength()) {
+    if (*length > *max_body) {
+      return Send(response, JsonStatus(413, absl::StrCat("request body of ", *length,
+                                                         " bytes exceeds the module's limit of ",
+                                                         *max_body),
+                                       module));
+    }
+  }
+  CallRequest call;
+  call.method = kj::str(method).cStr();
+  call.path = std::move(module_path);
+  call.query = std::string(query);
+  headers.forEach([&](kj::StringPtr name, kj::StringPtr value) {
+    call.headers.emplace_back(name.cStr(), value.cStr());
+  });
+  return body.readAllBytes(*max_body + 1)
+      .then(
+          [this, &response, module, call = std::move(call)](kj::Array<kj::byte> bytes) mutable
+          -> kj::Promise<void> {
+            call.body.assign(reinterpret_cast<const char*>(bytes.begin()), bytes.size());
+            return supervisor_.Call(module, std::move(call))
+                .then([this, &response](CallResult result) { return Send(response, result); });
+          },
+          [this, &response, module, limit = *max_body](kj::Exception&&) {
+            return Send(response, JsonStatus(413, absl::StrCat("request body exceeds the module's limit of ",
+                                                               limit, " bytes"),
+                                             module));
+          });
+}
+
+}  // namespace mp::host

@@ -1,0 +1,138 @@
+// mphost: the supervisor. Loads each module's heap once into a sealed memfd, forks sandboxed
+// microprocesses from a zygote per module, and serves HTTP and the control socket on one KJ
+// event loop.
+//
+//   mphost [--config FILE] [--listen HOST:PORT] [--control SOCKET]
+#include <kj/async-io.h>
+#include <kj/async-unix.h>
+#include <kj/compat/http.h>
+#include <limits.h>
+#include <signal.h>
+#include <unistd.h>
+
+#include <cstdio>
+#include <string>
+
+#include "absl/strings/str_cat.h"
+#include "host/config.h"
+#include "host/control_server.h"
+#include "host/http_front.h"
+#include "host/log.h"
+#include "host/supervisor.h"
+
+namespace mp::host {
+namespace {
+
+constexpr char kUsage[] =
+    "usage: mphost [--config FILE] [--listen HOST:PORT] [--control SOCKET]\n"
+    "\n"
+    "Serves the modules of FILE (JSON, see docs/operations.md), or the bundled modules when no\n"
+    "config is given, over HTTP at /m/<module>/...; /healthz, /readyz, /metrics describe the\n"
+    "host. mpctl talks to it over the control socket.\n";
+
+int Fail(absl::string_view message) {
+  std::fprintf(stderr, "mphost: %s\n", std::string(message).c_str());
+  return 1;
+}
+
+// The directory holding this executable (and mp-builder, mp-zygote).
+std::string ExeDir() {
+  char buf[PATH_MAX];
+  ssize_t n = ::readlink("/proc/self/exe", buf, sizeof buf - 1);
+  if (n <= 0) return ".";
+  std::string path(buf, static_cast<size_t>(n));
+  return path.substr(0, path.rfind('/'));
+}
+
+int Main(int argc, char** argv) {
+  std::string config_path, listen, control;
+  for (int i = 1; i < argc; ++i) {
+    std::string arg = argv[i];
+    auto value = [&](std::string* out) {
+      if (i + 1 >= argc) return false;
+      *out = argv[++i];
+      return true;
+    };
+    if (arg == "--help" || arg == "-h") {
+      std::fputs(kUsage, stdout);
+      return 0;
+    } else if (arg == "--config") {
+      if (!value(&config_path)) return Fail("--config needs a FILE");
+    } else if (arg == "--listen") {
+      if (!value(&listen)) return Fail("--listen needs HOST:PORT");
+    } else if (arg == "--control") {
+      if (!value(&control)) return Fail("--control needs a SOCKET path");
+    } else {
+      std::fputs(kUsage, stderr);
+      return Fail(absl::StrCat("unknown argument '", arg, "'"));
+    }
+  }
+
+  const std::string exe_dir = ExeDir();
+  HostConfig config;
+  if (config_path.empty()) {
+    config = DefaultConfig(exe_dir + "/../modules");
+  } else {
+    auto loaded = LoadConfigFile(config_path);
+    if (!loaded.ok()) return Fail(loaded.status().message());
+    config = *std::move(loaded);
+  }
+  if (!listen.empty()) config.listen = listen;
+  if (!control.empty()) config.control = control;
+
+  ::signal(SIGPIPE, SIG_IGN);
+  kj::UnixEventPort::captureSignal(SIGTERM);
+  kj::UnixEventPort::captureSignal(SIGINT);
+  auto io = kj::setupAsyncIo();
+
+  Supervisor supervisor(io, config, {exe_dir + "/mp-builder", exe_dir + "/mp-zygote"});
+  if (auto s = supervisor.Start(); !s.ok()) {
+    supervisor.StopAll();
+    return Fail(s.message());
+  }
+
+  kj::HttpHeaderTable table;
+  FrontDoor front(supervisor, table);
+  kj::HttpServerSettings settings;
+  settings.headerTimeout = 15 * kj::SECONDS;
+  kj::HttpServer http(io.provider->getTimer(), table, front, settings);
+  kj::Own<kj::ConnectionReceiver> listener;
+  KJ_IF_MAYBE(e, kj::runCatchingExceptions([&] {
+                auto addr = io.provider->getNetwork()
+                                .parseAddress(kj::StringPtr(config.listen.c_str()))
+                                .wait(io.waitScope);
+                listener = addr->listen();
+              })) {
+    supervisor.StopAll();
+    return Fail(absl::StrCat("--listen ", config.listen, ": ", e->getDescription().cStr()));
+  }
+  ControlServer control_server(io, supervisor);
+  if (auto s = control_server.Listen(config.control); !s.ok()) {
+    supervisor.StopAll();
+    return Fail(s.message());
+  }
+  std::string host = config.listen.substr(0, config.listen.rfind(':'));
+  LogEvent("listening", {{"http", absl::StrCat(host, ":", listener->getPort())},
+                         {"control", config.control},
+                         {"pid", absl::StrCat(::getpid())}});
+
+  auto stop = io.unixEventPort.onSignal(SIGTERM)
+                  .exclusiveJoin(io.unixEventPort.onSignal(SIGINT))
+                  .then([](siginfo_t info) { return info.si_signo; });
+  int signo = http.listenHttp(*listener)
+                  .then([]() { return 0; })
+                  .exclusiveJoin(control_server.Run().then([]() { return 0; }))
+                  .exclusiveJoin(kj::mv(stop))
+                  .wait(io.waitScope);
+  LogEvent("draining", {{"signal", signo ? sigabbrev_np(signo) : "none"}});
+  listener = nullptr;  // stop accepting; connections in progress finish their calls
+  supervisor.WhenIdle(10000).wait(io.waitScope);
+  supervisor.StopAll();
+  LogEvent("stopped", {});
+  return 0;
+}
+
+}  // namespace
+}  // namespace mp::host
+
+int main(int argc, char** argv) { return mp::host::Main(argc, argv); }

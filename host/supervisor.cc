@@ -1,0 +1,587 @@
+#include "host/supervisor.h"
+
+#include <capnp/message.h>
+#include <capnp/serialize.h>
+#include <signal.h>
+#include <sys/time.h>
+#include <unistd.h>
+
+#include <fstream>
+
+#include "absl/strings/str_cat.h"
+#include "host/json.h"
+#include "host/log.h"
+#include "host/process.h"
+#include "schemas/call.capnp.h"
+
+namespace mp::host {
+namespace {
+
+constexpr uint32_t kSpinIterations = 2000;
+constexpr size_t kMaxQueuedCalls = 1024;
+constexpr int kRestartWindowMs = 10000;
+constexpr size_t kMaxRestartsInWindow = 5;
+constexpr uint64_t kWorkerAddressBudget = 1ull << 30;  // RLIMIT_AS = heap + rings + this
+
+int64_t NowUnixMs() {
+  timeval tv;
+  gettimeofday(&tv, nullptr);
+  return int64_t{tv.tv_sec} * 1000 + tv.tv_usec / 1000;
+}
+
+// A module may only send header names that are HTTP tokens and values without CR/LF/NUL:
+// anything else could split the response.
+bool ValidHeader(absl::string_view name, absl::string_view value) {
+  if (name.empty() || name.size() > 256 || value.size() > 8192) return false;
+  for (char c : name) {
+    if (!(isalnum(static_cast<unsigned char>(c)) || absl::string_view("!#$%&'*+-.^_`|~").find(c) !=
+                                                        absl::string_view::npos)) {
+      return false;
+    }
+  }
+  for (char c : value) {
+    if (c == '\r' || c == '\n' || c == '\0') return false;
+  }
+  return true;
+}
+
+// True if `pid` is a child of this process (a zygote's answer is not trusted).
+bool IsOurChild(pid_t pid) {
+  std::ifstream stat(absl::StrCat("/proc/", pid, "/stat"));
+  std::string text((std::istreambuf_iterator<char>(stat)), std::istreambuf_iterator<char>());
+  auto close = text.rfind(')');
+  if (close == std::string::npos) return false;
+  char state;
+  int ppid = 0;
+  if (sscanf(text.c_str() + close + 1, " %c %d", &state, &ppid) != 2) return false;
+  return ppid == ::getpid();
+}
+
+}  // namespace
+
+struct Supervisor::Worker {
+  enum class State { kReady, kBusy, kStopping };
+  uint64_t id = 0;
+  Module* module = nullptr;
+  pid_t pid = 0;
+  UniqueFd pidfd;
+  std::unique_ptr<shm::RingFile> ring;
+  std::unique_ptr<shm::Doorbell> doorbell;
+  shm::RingWriter requests;
+  shm::RingReader responses;
+  State state = State::kReady;
+  uint64_t generation = 0;
+  uint64_t calls = 0;
+  uint64_t errors = 0;
+  int64_t started_unix_ms = 0;
+  std::string end_cause;  // set when the host decided to end this worker
+  // The call in flight, if any.
+  uint64_t call_id = 0;
+  kj::Own<kj::PromiseFulfiller<CallResult>> fulfiller;
+  kj::Promise<void> deadline = nullptr;
+  kj::Own<kj::UnixEventPort::FdObserver> bell_observer;
+  kj::Own<kj::UnixEventPort::FdObserver> exit_observer;
+  kj::Promise<void> watches = nullptr;
+};
+
+struct Supervisor::Module {
+  ModuleConfig config;
+  std::unique_ptr<Generation> generation;
+  uint64_t next_generation = 1;
+  std::vector<std::unique_ptr<Worker>> workers;
+  std::deque<Pending> queue;
+  uint64_t ring_capacity = 0;
+  std::deque<int64_t> restarts;  // unix ms of recent restarts
+  uint64_t restarts_total = 0;
+  bool failed = false;
+  std::string failed_reason;
+  std::map<uint16_t, uint64_t> calls_by_status;
+};
+
+Supervisor::Supervisor(kj::AsyncIoContext& io, HostConfig config, HelperPaths helpers)
+    : io_(io),
+      timer_(io.provider->getTimer()),
+      config_(std::move(config)),
+      helpers_(std::move(helpers)),
+      tasks_(*this) {}
+
+Supervisor::~Supervisor() { StopAll(); }
+
+void Supervisor::taskFailed(kj::Exception&& exception) {
+  LogEvent("internal_error", {{"what", exception.getDescription().cStr()}});
+}
+
+absl::Status Supervisor::Start() {
+  for (const ModuleConfig& mc : config_.modules) {
+    auto m = std::make_unique<Module>();
+    m->config = mc;
+    m->ring_capacity = RingCapacityFor(mc.max_body_bytes);
+    auto gen = Generation::Create(mc, m->next_generation++, helpers_, 60000);
+    if (!gen.ok()) return gen.status();
+    m->generation = *std::move(gen);
+    const auto& heap = m->generation->heap();
+    LogEvent("module_loaded", {{"module", mc.name},
+                               {"version", heap.module_version},
+                               {"generation", absl::StrCat(heap.generation)},
+                               {"heap_bytes", absl::StrCat(heap.segment_bytes)},
+                               {"checksum", absl::StrCat(absl::Hex(heap.checksum))}});
+    Module& ref = *m;
+    modules_.emplace(mc.name, std::move(m));
+    for (uint32_t i = 0; i < mc.workers; ++i) {
+      if (auto s = SpawnWorker(ref); !s.ok()) return s;
+    }
+  }
+  return absl::OkStatus();
+}
+
+absl::Status Supervisor::SpawnWorker(Module& m) {
+  auto w = std::make_unique<Worker>();
+  w->id = next_worker_id_++;
+  w->module = &m;
+  w->generation = m.generation->number();
+  auto ring = shm::RingFile::Create(absl::StrCat("mp-ring.", m.config.name, ".w", w->id),
+                                    m.ring_capacity, m.ring_capacity);
+  if (!ring.ok()) return ring.status();
+  w->ring = std::make_unique<shm::RingFile>(*std::move(ring));
+  // The host sleeps in its event loop: the worker must ring until the host says otherwise.
+  w->ring->header()->response.consumer_sleeping.store(1, std::memory_order_relaxed);
+  auto bell = shm::Doorbell::Create();
+  if (!bell.ok()) return bell.status();
+  w->doorbell = std::make_unique<shm::Doorbell>(*std::move(bell));
+  w->requests = w->ring->RequestWriter();
+  w->responses = w->ring->ResponseReader();
+  const uint64_t address_space =
+      m.generation->heap().segment_bytes + 2 * w->ring->segment().size() + kWorkerAddressBudget;
+  auto pid = m.generation->Spawn(w->id, w->ring->segment().fd(), w->doorbell->fd(),
+                                 address_space, kSpinIterations);
+  if (!pid.ok()) return pid.status();
+  if (!IsOurChild(*pid)) {
+    return absl::DataLossError(absl::StrCat("module '", m.config.name,
+                                            "': zygote reported pid ", *pid,
+                                            ", which is not a child of the host"));
+  }
+  auto pidfd = OpenPidfd(*pid);
+  if (!pidfd.ok()) return pidfd.status();
+  w->pid = *pid;
+  w->pidfd = *std::move(pidfd);
+  w->started_unix_ms = NowUnixMs();
+  w->bell_observer = kj::heap<kj::UnixEventPort::FdObserver>(
+      io_.unixEventPort, w->doorbell->fd(), kj::UnixEventPort::FdObserver::OBSERVE_READ);
+  w->exit_observer = kj::heap<kj::UnixEventPort::FdObserver>(
+      io_.unixEventPort, w->pidfd.get(), kj::UnixEventPort::FdObserver::OBSERVE_READ);
+  Worker& ref = *w;
+  w->watches = WatchDoorbell(ref).exclusiveJoin(WatchExit(ref)).eagerlyEvaluate(nullptr);
+  LogEvent("worker_started", {{"module", m.config.name},
+                              {"pid", absl::StrCat(ref.pid)},
+                              {"generation", absl::StrCat(ref.generation)}});
+  m.workers.push_back(std::move(w));
+  Dispatch(m);
+  return absl::OkStatus();
+}
+
+kj::Promise<void> Supervisor::WatchDoorbell(Worker& w) {
+  return w.bell_observer->whenBecomesReadable().then([this, &w]() -> kj::Promise<void> {
+    w.doorbell->Drain();
+    DrainResponses(w);
+    if (!w.end_cause.empty()) return kj::NEVER_DONE;
+    return WatchDoorbell(w);
+  });
+}
+
+kj::Promise<void> Supervisor::WatchExit(Worker& w) {
+  return w.exit_observer->whenBecomesReadable().then([this, &w]() { OnWorkerExit(w); });
+}
+
+CallResult Supervisor::HostError(uint16_t status, absl::string_view module,
+                                 absl::string_view message) {
+  CallResult r;
+  r.status = status;
+  r.from_host = true;
+  r.headers.emplace_back("Content-Type", "application/json");
+  r.body = JsonError(message, module);
+  return r;
+}
+
+void Supervisor::Count(Module& m, uint16_t status) { ++m.calls_by_status[status]; }
+
+bool Supervisor::HasModule(absl::string_view module) const {
+  return modules_.find(module) != modules_.end();
+}
+
+std::optional<uint64_t> Supervisor::MaxBodyBytes(absl::string_view module) const {
+  auto it = modules_.find(module);
+  if (it == modules_.end()) return std::nullopt;
+  return it->second->config.max_body_bytes;
+}
+
+kj::Promise<CallResult> Supervisor::Call(absl::string_view module, CallRequest request) {
+  auto it = modules_.find(module);
+  if (it == modules_.end()) {
+    return HostError(404, module, absl::StrCat("no module named '", module, "'"));
+  }
+  Module& m = *it->second;
+  if (stopping_) {
+    Count(m, 503);
+    return HostError(503, module, "the host is shutting down");
+  }
+  if (m.failed) {
+    Count(m, 503);
+    return HostError(503, module, absl::StrCat("module '", module, "' failed: ", m.failed_reason));
+  }
+  if (request.body.size() > m.config.max_body_bytes) {
+    Count(m, 413);
+    return HostError(413, module, absl::StrCat("request body of ", request.body.size(),
+                                               " bytes exceeds the module's limit of ",
+                                               m.config.max_body_bytes));
+  }
+  if (m.queue.size() >= kMaxQueuedCalls) {
+    Count(m, 503);
+    CallResult r = HostError(503, module, absl::StrCat("module '", module, "' queue is full"));
+    r.headers.emplace_back("Retry-After", "1");
+    return r;
+  }
+  auto paf = kj::newPromiseAndFulfiller<CallResult>();
+  m.queue.push_back(Pending{std::move(request), std::move(paf.fulfiller)});
+  Dispatch(m);
+  return std::move(paf.promise);
+}
+
+void Supervisor::Dispatch(Module& m) {
+  while (!m.queue.empty()) {
+    Worker* idle = nullptr;
+    for (auto& w : m.workers) {
+      if (w->state == Worker::State::kReady && w->end_cause.empty() &&
+          w->generation == m.generation->number()) {
+        if (idle == nullptr || w->calls < idle->calls) idle = w.get();
+      }
+    }
+    if (idle == nullptr) return;
+    Pending p = std::move(m.queue.front());
+    m.queue.pop_front();
+    if (!p.fulfiller->isWaiting()) continue;  // the client went away
+    Send(*idle, std::move(p));
+  }
+}
+
+void Supervisor::Send(Worker& w, Pending p) {
+  Module& m = *w.module;
+  capnp::MallocMessageBuilder message;
+  auto call = message.initRoot<call::Call>();
+  call.setMethod(p.request.method);
+  call.setPath(p.request.path);
+  call.setQuery(p.request.query);
+  auto headers = call.initHeaders(p.request.headers.size());
+  for (size_t i = 0; i < p.request.headers.size(); ++i) {
+    headers[i].setName(p.request.headers[i].first);
+    headers[i].setValue(p.request.headers[i].second);
+  }
+  call.setBody(kj::arrayPtr(reinterpret_cast<const kj::byte*>(p.request.body.data()),
+                            p.request.body.size()));
+  const size_t bytes = capnp::computeSerializedSizeInWords(message) * sizeof(capnp::word);
+  std::byte* space = w.requests.Reserve(bytes);
+  if (space == nullptr) {
+    Count(m, 413);
+    p.fulfiller->fulfill(HostError(413, m.config.name,
+                                   absl::StrCat("call of ", bytes, " bytes does not fit the ring")));
+    return;
+  }
+  kj::ArrayOutputStream out(kj::arrayPtr(reinterpret_cast<kj::byte*>(space), bytes));
+  capnp::writeMessage(out, message);
+  w.call_id = next_call_id_++;
+  w.fulfiller = std::move(p.fulfiller);
+  w.state = Worker::State::kBusy;
+  if (w.requests.Commit(shm::FrameKind::kCall, w.call_id, bytes)) {
+    shm::WakeFutexConsumer(&w.ring->header()->request);
+  }
+  const uint32_t timeout_ms = p.request.timeout_ms ? p.request.timeout_ms : m.config.call_timeout_ms;
+  // The expiry runs on a turn of its own: ending the worker resets `deadline`, which must not
+  // happen inside the deadline's own callback.
+  w.deadline = timer_.afterDelay(timeout_ms * kj::MILLISECONDS)
+                   .then([this, &m, worker_id = w.id, call_id = w.call_id, timeout_ms]() {
+                     tasks_.add(kj::evalLater([this, &m, worker_id, call_id, timeout_ms]() {
+                       for (auto& other : m.workers) {
+                         if (other->id == worker_id && other->call_id == call_id) {
+                           EndWorker(*other, absl::StrCat("missed its deadline of ",
+                                                          timeout_ms, " ms"));
+                         }
+                       }
+                     }));
+                   })
+                   .eagerlyEvaluate(nullptr);
+}
+
+void Supervisor::Finish(Worker& w, CallResult result) {
+  Module& m = *w.module;
+  result.worker_pid = w.pid;
+  Count(m, result.status);
+  if (w.fulfiller) w.fulfiller->fulfill(std::move(result));
+  w.fulfiller = nullptr;
+  w.call_id = 0;
+  w.deadline = nullptr;
+  if (w.state == Worker::State::kBusy) w.state = Worker::State::kReady;
+}
+
+void Supervisor::DrainResponses(Worker& w) {
+  Module& m = *w.module;
+  w.responses.ClearSleeping();
+  for (;;) {
+    if (!w.end_cause.empty()) return;
+    shm::FrameView frame;
+    shm::ReadStatus st = w.responses.Peek(&frame);
+    if (st == shm::ReadStatus::kEmpty) {
+      w.responses.AnnounceSleep();
+      if (!w.responses.Empty()) {
+        w.responses.ClearSleeping();
+        continue;
+      }
+      break;
+    }
+    if (st == shm::ReadStatus::kViolation) {
+      EndWorker(w, absl::StrCat("broke the ring protocol (",
+                                shm::RingViolationName(w.responses.violation()), ")"));
+      return;
+    }
+    // Copy out before validating: the worker can rewrite shared memory at any time.
+    if (frame.payload.size() % sizeof(capnp::word) != 0) {
+      EndWorker(w, "broke the ring protocol (payload not a whole number of words)");
+      return;
+    }
+    auto words = kj::heapArray<capnp::word>(frame.payload.size() / sizeof(capnp::word));
+    memcpy(words.begin(), frame.payload.data(), frame.payload.size());
+    const uint64_t call_id = frame.call_id;
+    const shm::FrameKind kind = frame.kind;
+    w.responses.Pop();
+    if (call_id == 0 || call_id != w.call_id || !w.fulfiller) {
+      EndWorker(w, absl::StrCat("broke the ring protocol (answer for call ", call_id,
+                                ", which it was not given)"));
+      return;
+    }
+    capnp::ReaderOptions limits;
+    limits.traversalLimitInWords = words.size() * 2 + 64;
+    limits.nestingLimit = 8;
+    CallResult result;
+    std::string violation;
+    KJ_IF_MAYBE(e, kj::runCatchingExceptions([&] {
+                  capnp::FlatArrayMessageReader reader(words, limits);
+                  if (kind == shm::FrameKind::kReply) {
+                    auto r = reader.getRoot<call::Reply>();
+                    result.status = r.getStatus();
+                    if (result.status < 100 || result.status > 599) {
+                      violation = absl::StrCat("reply status ", result.status, " is not HTTP");
+                      return;
+                    }
+                    for (auto h : r.getHeaders()) {
+                      absl::string_view name(h.getName().cStr(), h.getName().size());
+                      absl::string_view value(h.getValue().cStr(), h.getValue().size());
+                      if (!ValidHeader(name, value)) {
+                        violation = "reply header with an invalid name or value";
+                        return;
+                      }
+                      result.headers.emplace_back(std::string(name), std::string(value));
+                    }
+                    auto body = r.getBody();
+                    result.body.assign(reinterpret_cast<const char*>(body.begin()), body.size());
+                  } else {
+                    auto err = reader.getRoot<call::Error>();
+                    std::string text(err.getMessage().cStr(),
+                                     std::min<size_t>(err.getMessage().size(), 512));
+                    result = HostError(500, m.config.name,
+                                       absl::StrCat("module '", m.config.name, "': ", text));
+                    ++w.errors;
+                  }
+                })) {
+      violation = absl::StrCat("malformed reply: ", e->getDescription().cStr());
+    }
+    if (!violation.empty()) {
+      EndWorker(w, absl::StrCat("broke the ring protocol (", violation, ")"));
+      return;
+    }
+    ++w.calls;
+    Finish(w, std::move(result));
+    Dispatch(m);
+  }
+}
+
+void Supervisor::EndWorker(Worker& w, std::string cause) {
+  if (!w.end_cause.empty()) return;
+  w.end_cause = std::move(cause);
+  w.state = Worker::State::kStopping;
+  SignalChild(w.pidfd.get(), SIGKILL);
+  if (w.fulfiller) {
+    ++w.errors;
+    CallResult r = HostError(
+        502, w.module->config.name,
+        absl::StrCat("worker ", w.pid, " of module '", w.module->config.name, "' ", w.end_cause));
+    Finish(w, std::move(r));
+  }
+}
+
+void Supervisor::OnWorkerExit(Worker& w) {
+  auto exit = TryReap(w.pidfd.get());
+  std::string cause = w.end_cause.empty()
+                          ? (exit ? exit->Describe() : std::string("exited"))
+                          : absl::StrCat(w.end_cause, "; ", exit ? exit->Describe() : "");
+  Module& m = *w.module;
+  if (w.end_cause.empty()) {
+    w.end_cause = exit ? exit->Describe() : "exited";
+    if (w.fulfiller) {
+      ++w.errors;
+      Finish(w, HostError(502, m.config.name,
+                          absl::StrCat("worker ", w.pid, " of module '", m.config.name,
+                                       "' died during the call: ", cause)));
+    }
+  }
+  LogEvent("worker_exit", {{"module", m.config.name},
+                           {"pid", absl::StrCat(w.pid)},
+                           {"cause", cause},
+                           {"calls", absl::StrCat(w.calls)}});
+  const uint64_t id = w.id;
+  // Destroy the worker (and the promises running this callback) on a later turn.
+  tasks_.add(kj::evalLater([this, &m, id]() {
+    for (auto it = m.workers.begin(); it != m.workers.end(); ++it) {
+      if ((*it)->id == id) {
+        m.workers.erase(it);
+        break;
+      }
+    }
+    if (!stopping_) ScheduleRestart(m);
+  }));
+}
+
+void Supervisor::ScheduleRestart(Module& m) {
+  const int64_t now = NowUnixMs();
+  while (!m.restarts.empty() && now - m.restarts.front() > kRestartWindowMs) m.restarts.pop_front();
+  if (m.restarts.size() >= kMaxRestartsInWindow) {
+    m.failed = true;
+    m.failed_reason = absl::StrCat("workers ended ", m.restarts.size() + 1, " times within ",
+                                   kRestartWindowMs / 1000, " s (crash loop)");
+    LogEvent("module_failed", {{"module", m.config.name}, {"reason", m.failed_reason}});
+    while (!m.queue.empty()) {
+      Pending p = std::move(m.queue.front());
+      m.queue.pop_front();
+      Count(m, 503);
+      p.fulfiller->fulfill(HostError(503, m.config.name,
+                                     absl::StrCat("module '", m.config.name, "' failed: ",
+                                                  m.failed_reason)));
+    }
+    return;
+  }
+  m.restarts.push_back(now);
+  ++m.restarts_total;
+  const auto delay = (50 << std::min<size_t>(m.restarts.size(), 5)) * kj::MILLISECONDS;
+  tasks_.add(timer_.afterDelay(delay).then([this, &m]() {
+    if (stopping_ || m.failed) return;
+    if (auto s = SpawnWorker(m); !s.ok()) {
+      LogEvent("worker_spawn_failed", {{"module", m.config.name}, {"error", s.message()}});
+      ScheduleRestart(m);
+    }
+  }));
+}
+
+bool Supervisor::Ready() const {
+  if (stopping_) return false;
+  for (const auto& [name, m] : modules_) {
+    bool any = false;
+    for (const auto& w : m->workers) any = any || w->end_cause.empty();
+    if (!any || m->failed) return false;
+  }
+  return true;
+}
+
+std::vector<WorkerSnapshot> Supervisor::Workers() const {
+  std::vector<WorkerSnapshot> out;
+  for (const auto& [name, m] : modules_) {
+    for (const auto& w : m->workers) {
+      const char* state = w->state == Worker::State::kReady  ? "ready"
+                          : w->state == Worker::State::kBusy ? "busy"
+                                                             : "stopping";
+      out.push_back({w->pid, name, w->generation, state, w->calls, w->errors, w->started_unix_ms});
+    }
+  }
+  return out;
+}
+
+std::string Supervisor::MetricsText() const {
+  std::string out =
+      "# HELP mphost_calls_total Calls answered, by module and HTTP status.\n"
+      "# TYPE mphost_calls_total counter\n";
+  for (const auto& [name, m] : modules_) {
+    for (const auto& [status, n] : m->calls_by_status) {
+      absl::StrAppend(&out, "mphost_calls_total{module=\"", name, "\",status=\"", status, "\"} ",
+                      n, "\n");
+    }
+  }
+  absl::StrAppend(&out,
+                  "# HELP mphost_workers Microprocesses, by module and state.\n"
+                  "# TYPE mphost_workers gauge\n");
+  for (const auto& [name, m] : modules_) {
+    std::map<std::string, int> by_state = {{"ready", 0}, {"busy", 0}, {"stopping", 0}};
+    for (const auto& w : Workers()) {
+      if (w.module == name) ++by_state[w.state];
+    }
+    for (const auto& [state, n] : by_state) {
+      absl::StrAppend(&out, "mphost_workers{module=\"", name, "\",state=\"", state, "\"} ", n,
+                      "\n");
+    }
+  }
+  absl::StrAppend(&out,
+                  "# HELP mphost_worker_restarts_total Workers restarted after they ended.\n"
+                  "# TYPE mphost_worker_restarts_total counter\n");
+  for (const auto& [name, m] : modules_) {
+    absl::StrAppend(&out, "mphost_worker_restarts_total{module=\"", name, "\"} ",
+                    m->restarts_total, "\n");
+  }
+  absl::StrAppend(&out,
+                  "# HELP mphost_heap_bytes Size of the module's sealed heap segment.\n"
+                  "# TYPE mphost_heap_bytes gauge\n");
+  for (const auto& [name, m] : modules_) {
+    absl::StrAppend(&out, "mphost_heap_bytes{module=\"", name, "\"} ",
+                    m->generation ? m->generation->heap().segment_bytes : 0, "\n");
+  }
+  return out;
+}
+
+kj::Promise<void> Supervisor::WhenIdle(uint32_t timeout_ms) {
+  bool busy = false;
+  for (const auto& [name, m] : modules_) {
+    busy = busy || !m->queue.empty();
+    for (const auto& w : m->workers) busy = busy || w->fulfiller;
+  }
+  if (!busy || timeout_ms == 0) return kj::READY_NOW;
+  const uint32_t step = std::min<uint32_t>(timeout_ms, 10);
+  return timer_.afterDelay(step * kj::MILLISECONDS).then([this, timeout_ms, step]() {
+    return WhenIdle(timeout_ms - step);
+  });
+}
+
+void Supervisor::StopAll() {
+  stopping_ = true;
+  for (auto& [name, m] : modules_) {
+    for (auto& w : m->workers) {
+      if (!w->pidfd) continue;
+      bool wake = false;
+      if (w->requests.TryWrite(shm::FrameKind::kStop, 0, {}, &wake) && wake) {
+        shm::WakeFutexConsumer(&w->ring->header()->request);
+      }
+    }
+    for (auto& w : m->workers) {
+      if (!w->pidfd) continue;
+      ExitInfo e = ReapWithin(w->pidfd.get(), 2000);
+      if (w->fulfiller) {
+        w->fulfiller->fulfill(HostError(503, name, "the host is shutting down"));
+        w->fulfiller = nullptr;
+      }
+      LogEvent("worker_exit", {{"module", name}, {"pid", absl::StrCat(w->pid)},
+                               {"cause", absl::StrCat("host stopping; ", e.Describe())}});
+      // Observers unregister from epoll on destruction: before their fds close.
+      w->watches = nullptr;
+      w->exit_observer = nullptr;
+      w->bell_observer = nullptr;
+      w->pidfd.reset();
+    }
+    m->workers.clear();
+    m->generation.reset();  // closes the zygote's socket and reaps it
+  }
+}
+
+}  // namespace mp::host

@@ -1,0 +1,125 @@
+// The supervisor: owns every module's generation, its microprocesses and their rings, and
+// turns calls into ring frames and ring frames back into answers. Runs entirely on the KJ event
+// loop thread; no method may be called from another thread.
+//
+// Microprocesses are input, never trusted: a worker that breaks the ring protocol, sends a
+// malformed reply, exceeds its deadline or dies is ended and replaced, its in-flight call is
+// answered with an error naming the cause, and nothing else is affected.
+#pragma once
+
+#include <kj/async-io.h>
+#include <kj/async-unix.h>
+#include <kj/timer.h>
+
+#include <cstdint>
+#include <deque>
+#include <map>
+#include <optional>
+#include <memory>
+#include <string>
+#include <utility>
+#include <vector>
+
+#include "absl/status/status.h"
+#include "absl/strings/string_view.h"
+#include "host/config.h"
+#include "host/generation.h"
+#include "shm/doorbell.h"
+#include "shm/ring.h"
+
+namespace mp::host {
+
+using HeaderList = std::vector<std::pair<std::string, std::string>>;
+
+struct CallRequest {
+  std::string method = "GET";
+  std::string path = "/";
+  std::string query;
+  HeaderList headers;
+  std::string body;
+  uint32_t timeout_ms = 0;  // 0: the module's callTimeoutMs
+};
+
+// An answer for the client: the module's reply, or the host's error (`from_host`), whose body
+// is a JSON error naming the module and the cause.
+struct CallResult {
+  uint16_t status = 200;
+  HeaderList headers;
+  std::string body;
+  pid_t worker_pid = 0;
+  bool from_host = false;
+};
+
+struct WorkerSnapshot {
+  pid_t pid;
+  std::string module;
+  uint64_t generation;
+  std::string state;
+  uint64_t calls;
+  uint64_t errors;
+  int64_t started_unix_ms;
+};
+
+class Supervisor : private kj::TaskSet::ErrorHandler {
+ public:
+  Supervisor(kj::AsyncIoContext& io, HostConfig config, HelperPaths helpers);
+  ~Supervisor();
+
+  // Builds every module's heap, starts its zygote and its workers. Blocks (startup only).
+  // Fails with the first module that cannot be loaded; the message names it and the cause.
+  absl::Status Start();
+
+  // Runs one call on `module`. Always resolves (never throws): unknown module → 404, body too
+  // large → 413, worker died → 502, deadline → 504, module failed → 503.
+  kj::Promise<CallResult> Call(absl::string_view module, CallRequest request);
+
+  bool HasModule(absl::string_view module) const;
+  // The module's request body limit; nullopt if there is no such module.
+  std::optional<uint64_t> MaxBodyBytes(absl::string_view module) const;
+  // Every module has at least one worker that can take a call.
+  bool Ready() const;
+  std::vector<WorkerSnapshot> Workers() const;
+  // Prometheus text exposition of the host's counters.
+  std::string MetricsText() const;
+
+  // Resolves once no call is in flight or queued, or after `timeout_ms`.
+  kj::Promise<void> WhenIdle(uint32_t timeout_ms);
+  // Stops every worker (stop frame, then SIGKILL after a grace period) and every zygote, and
+  // reaps them all. Blocks; call after the event loop has stopped serving.
+  void StopAll();
+
+ private:
+  struct Module;
+  struct Worker;
+  struct Pending {
+    CallRequest request;
+    kj::Own<kj::PromiseFulfiller<CallResult>> fulfiller;
+  };
+
+  absl::Status SpawnWorker(Module& m);
+  void Dispatch(Module& m);
+  void Send(Worker& w, Pending p);
+  void DrainResponses(Worker& w);
+  void Finish(Worker& w, CallResult result);
+  void EndWorker(Worker& w, std::string cause);  // kill; the exit watch cleans up
+  void OnWorkerExit(Worker& w);
+  void ScheduleRestart(Module& m);
+  kj::Promise<void> WatchDoorbell(Worker& w);
+  kj::Promise<void> WatchExit(Worker& w);
+  CallResult HostError(uint16_t status, absl::string_view module, absl::string_view message);
+  void Count(Module& m, uint16_t status);
+
+  kj::AsyncIoContext& io_;
+  kj::Timer& timer_;
+  HostConfig config_;
+  HelperPaths helpers_;
+  std::map<std::string, std::unique_ptr<Module>, std::less<>> modules_;
+  kj::TaskSet tasks_;
+  uint64_t next_worker_id_ = 1;
+  uint64_t next_call_id_ = 1;
+  bool stopping_ = false;
+
+  void taskFailed(kj::Exception&& exception) override;
+};
+
+}  // namespace mp::host
