@@ -28,9 +28,11 @@ absl::Status FieldError(absl::string_view source, absl::string_view field,
   return absl::InvalidArgumentError(absl::StrCat("config ", source, ": ", field, ": ", problem));
 }
 
+std::string S(capnp::Text::Reader t) { return std::string(t.cStr(), t.size()); }
+
 std::string JsonScalarText(capnp::JsonValue::Reader v) {
   switch (v.which()) {
-    case capnp::JsonValue::STRING: return std::string(v.getString().cStr(), v.getString().size());
+    case capnp::JsonValue::STRING: return S(v.getString());
     case capnp::JsonValue::BOOLEAN: return v.getBoolean() ? "true" : "false";
     case capnp::JsonValue::NUMBER: {
       double d = v.getNumber();
@@ -41,7 +43,44 @@ std::string JsonScalarText(capnp::JsonValue::Reader v) {
   }
 }
 
-std::string S(capnp::Text::Reader t) { return std::string(t.cStr(), t.size()); }
+// Rewrites each modules[i].options object {"k": v} into [{"key": "k", "value": "v"}].
+absl::Status OptionsToLists(capnp::JsonValue::Builder root, absl::string_view source) {
+  if (root.which() != capnp::JsonValue::OBJECT) {
+    return absl::InvalidArgumentError(absl::StrCat("config ", source, ": must be a JSON object"));
+  }
+  for (auto field : root.getObject()) {
+    if (field.getName() != "modules" || field.getValue().which() != capnp::JsonValue::ARRAY) continue;
+    for (auto module : field.getValue().getArray()) {
+      if (module.which() != capnp::JsonValue::OBJECT) continue;
+      for (auto mf : module.getObject()) {
+        if (mf.getName() != "options") continue;
+        auto value = mf.getValue();
+        if (value.which() != capnp::JsonValue::OBJECT) {
+          return FieldError(source, "modules[].options", "must be a JSON object");
+        }
+        std::vector<std::pair<std::string, std::string>> pairs;
+        for (auto o : value.getObject()) {
+          auto v = o.getValue().asReader();
+          if (v.which() != capnp::JsonValue::STRING && v.which() != capnp::JsonValue::NUMBER &&
+              v.which() != capnp::JsonValue::BOOLEAN) {
+            return FieldError(source, absl::StrCat("modules[].options.", S(o.getName())),
+                              "must be a string, number or boolean");
+          }
+          pairs.emplace_back(S(o.getName()), JsonScalarText(v));
+        }
+        auto list = value.initArray(pairs.size());
+        for (size_t i = 0; i < pairs.size(); ++i) {
+          auto entry = list[i].initObject(2);
+          entry[0].setName("key");
+          entry[0].initValue().setString(pairs[i].first);
+          entry[1].setName("value");
+          entry[1].initValue().setString(pairs[i].second);
+        }
+      }
+    }
+  }
+  return absl::OkStatus();
+}
 
 }  // namespace
 
@@ -69,16 +108,30 @@ HostConfig DefaultConfig(const std::string& module_dir) {
 
 absl::StatusOr<HostConfig> ParseConfig(absl::string_view json, absl::string_view source,
                                        const std::string& base_dir) {
-  capnp::MallocMessageBuilder message;
-  auto builder = message.initRoot<config::Config>();
+  // Parse to a JSON tree first: module options are a JSON object in the file but a list of
+  // key/value pairs in the schema, so that unknown fields can be refused everywhere else.
+  capnp::MallocMessageBuilder tree_message;
+  auto tree = tree_message.initRoot<capnp::JsonValue>();
   capnp::JsonCodec codec;
   codec.setRejectUnknownFields(true);
   codec.setMaxNestingDepth(32);
   KJ_IF_MAYBE(e, kj::runCatchingExceptions([&] {
-                codec.decode(kj::ArrayPtr<const char>(json.data(), json.size()), builder);
+                codec.decodeRaw(kj::ArrayPtr<const char>(json.data(), json.size()), tree);
               })) {
     return absl::InvalidArgumentError(
-        absl::StrCat("config ", source, ": not valid: ", e->getDescription().cStr()));
+        absl::StrCat("config ", source, ": not valid JSON: ", e->getDescription().cStr()));
+  }
+  if (auto s = OptionsToLists(tree, source); !s.ok()) return s;
+  capnp::MallocMessageBuilder message;
+  auto builder = message.initRoot<config::Config>();
+  KJ_IF_MAYBE(e, kj::runCatchingExceptions([&] {
+                codec.decode(tree.asReader(), capnp::DynamicStruct::Builder(builder));
+              })) {
+    std::string what = e->getDescription().cStr();
+    if (auto at = what.find("field.getName() = "); at != std::string::npos) {
+      what = absl::StrCat("unknown field '", what.substr(at + 18), "'");
+    }
+    return absl::InvalidArgumentError(absl::StrCat("config ", source, ": ", what));
   }
   auto root = builder.asReader();
   HostConfig out;
@@ -126,21 +179,7 @@ absl::StatusOr<HostConfig> ParseConfig(absl::string_view json, absl::string_view
     mc.max_body_bytes = uint64_t{m.getMaxBodyKb()} << 10;
     mc.call_timeout_ms = m.getCallTimeoutMs();
     if (mc.call_timeout_ms < 1) return FieldError(source, field + ".callTimeoutMs", "must be > 0");
-    if (m.hasOptions()) {
-      auto opts = m.getOptions();
-      if (opts.which() != capnp::JsonValue::OBJECT) {
-        return FieldError(source, field + ".options", "must be a JSON object");
-      }
-      for (auto f : opts.getObject()) {
-        auto v = f.getValue();
-        if (v.which() != capnp::JsonValue::STRING && v.which() != capnp::JsonValue::NUMBER &&
-            v.which() != capnp::JsonValue::BOOLEAN) {
-          return FieldError(source, absl::StrCat(field, ".options.", f.getName().cStr()),
-                            "must be a string, number or boolean");
-        }
-        mc.options.emplace_back(S(f.getName()), JsonScalarText(v));
-      }
-    }
+    for (auto o : m.getOptions()) mc.options.emplace_back(S(o.getKey()), S(o.getValue()));
     out.modules.push_back(std::move(mc));
   }
   return out;

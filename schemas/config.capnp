@@ -5,8 +5,6 @@
 using Cxx = import "/capnp/c++.capnp";
 $Cxx.namespace("mp::config");
 
-using Json = import "/capnp/compat/json.capnp";
-
 struct Config {
   listen @0 :Text = "127.0.0.1:8080";   # HOST:PORT of the HTTP front door
   control @1 :Text;                      # Unix control socket path (default: see docs)
@@ -18,7 +16,12 @@ struct Module {
   plugin @1 :Text;          # path of the module's shared library (relative: to the config file)
   workers @2 :UInt32 = 2;   # microprocesses started for this module
   maxHeapMb @3 :UInt32 = 256;  # the build fails if the heap would grow past this
-  options @4 :Json.Value;   # a JSON object of strings, handed to the module's build
+  options @4 :List(Option);  # in JSON: an object {"key": "value", ...}, handed to the build
   maxBodyKb @5 :UInt32 = 256;  # largest request or reply body
   callTimeoutMs @6 :UInt32 = 10000;  # a call not answered by then fails with 504
+}
+
+struct Option {
+  key @0 :Text;
+  value @1 :Text;
 }

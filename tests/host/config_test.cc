@@ -1,0 +1,129 @@
+// mphost refuses a bad config or a bad plugin at startup: non-zero exit and one line that
+// names the file and the problem.
+#include <fstream>
+
+#include "gmock/gmock.h"
+#include "gtest/gtest.h"
+#include "host_harness.h"
+
+namespace mp::testing {
+namespace {
+
+using ::testing::HasSubstr;
+
+class BadStartTest : public ::testing::Test {
+ protected:
+  void SetUp() override {
+    char tmpl[] = "/tmp/mphost-cfg-XXXXXX";
+    dir_ = ::mkdtemp(tmpl);
+  }
+  void TearDown() override {
+    int unused = ::system(("rm -rf '" + dir_ + "'").c_str());
+    (void)unused;
+  }
+  std::string Write(const std::string& json) {
+    std::string path = dir_ + "/mphost.json";
+    std::ofstream(path) << json;
+    return path;
+  }
+  // Runs mphost with `config`, expecting it to refuse to start.
+  CommandResult Start(const std::string& config) {
+    return RunCommand({BinDir() + "/mphost", "--config", config, "--listen", "127.0.0.1:0",
+                       "--control", dir_ + "/c.sock"});
+  }
+  std::string ModuleJson(const std::string& name, const std::string& plugin,
+                         const std::string& extra = "") {
+    return "{\"modules\":[{\"name\":\"" + name + "\",\"plugin\":\"" + plugin + "\"" + extra + "}]}";
+  }
+  std::string dir_;
+};
+
+// The error is one line, prefixed "mphost: ".
+void ExpectOneLine(const CommandResult& r) {
+  EXPECT_NE(r.exit_code, 0);
+  ASSERT_FALSE(r.err.empty());
+  EXPECT_EQ(r.err.rfind("mphost: ", 0), 0u) << r.err;
+  EXPECT_EQ(std::count(r.err.begin(), r.err.end(), '\n'), 1) << r.err;
+}
+
+TEST_F(BadStartTest, MissingConfigFile) {
+  CommandResult r = Start(dir_ + "/absent.json");
+  ExpectOneLine(r);
+  EXPECT_THAT(r.err, HasSubstr(dir_ + "/absent.json"));
+}
+
+TEST_F(BadStartTest, InvalidJson) {
+  std::string path = Write("{\"modules\": [");
+  CommandResult r = Start(path);
+  ExpectOneLine(r);
+  EXPECT_THAT(r.err, HasSubstr(path));
+}
+
+TEST_F(BadStartTest, UnknownFieldIsNamed) {
+  std::string path = Write(ModuleJson("echo", ModuleDir() + "/libecho.so", ",\"wrokers\":3"));
+  CommandResult r = Start(path);
+  ExpectOneLine(r);
+  EXPECT_THAT(r.err, HasSubstr("wrokers"));
+}
+
+TEST_F(BadStartTest, BadValueIsNamed) {
+  std::string path = Write(ModuleJson("echo", ModuleDir() + "/libecho.so", ",\"workers\":0"));
+  CommandResult r = Start(path);
+  ExpectOneLine(r);
+  EXPECT_THAT(r.err, HasSubstr("modules[echo].workers"));
+}
+
+TEST_F(BadStartTest, MissingPluginIsNamed) {
+  std::string path = Write(ModuleJson("echo", "no/such/libecho.so"));
+  CommandResult r = Start(path);
+  ExpectOneLine(r);
+  EXPECT_THAT(r.err, HasSubstr(dir_ + "/no/such/libecho.so"));
+}
+
+TEST_F(BadStartTest, PluginThatIsNotALibrary) {
+  std::string fake = dir_ + "/libfake.so";
+  std::ofstream(fake) << "not an ELF file";
+  CommandResult r = Start(Write(ModuleJson("fake", fake)));
+  ExpectOneLine(r);
+  EXPECT_THAT(r.err, HasSubstr("module 'fake': cannot load plugin"));
+  EXPECT_THAT(r.err, HasSubstr(fake));
+}
+
+TEST_F(BadStartTest, OtherAbiVersionIsRefusedNamingBoth) {
+  CommandResult r = Start(Write(ModuleJson("abi2", MP_TEST_ABI2_MODULE)));
+  ExpectOneLine(r);
+  EXPECT_THAT(r.err, HasSubstr("has ABI 2, host speaks 1"));
+}
+
+TEST_F(BadStartTest, ModuleNameMustMatchThePlugin) {
+  CommandResult r = Start(Write(ModuleJson("other", ModuleDir() + "/libecho.so")));
+  ExpectOneLine(r);
+  EXPECT_THAT(r.err, HasSubstr("declares module 'echo'"));
+}
+
+TEST_F(BadStartTest, UnknownArgument) {
+  CommandResult r = RunCommand({BinDir() + "/mphost", "--frobnicate"});
+  EXPECT_NE(r.exit_code, 0);
+  EXPECT_THAT(r.err, HasSubstr("unknown argument '--frobnicate'"));
+}
+
+TEST(ConfigTest, AValidConfigServesItsModulesWithOptions) {
+  char tmpl[] = "/tmp/mphost-cfg-XXXXXX";
+  std::string dir = ::mkdtemp(tmpl);
+  std::string path = dir + "/mphost.json";
+  std::ofstream(path) << "{\"modules\":[{\"name\":\"echo\",\"plugin\":\"" << ModuleDir()
+                      << "/libecho.so\",\"workers\":3,\"options\":{\"greeting\":\"howdy\"}}]}";
+  {
+    HostProcess host({"--config", path});
+    ASSERT_TRUE(host.started()) << host.Log();
+    HttpResponse r = HttpRequest(host.port(), "GET", "/m/echo/");
+    EXPECT_EQ(r.status, 200);
+    EXPECT_EQ(r.body.rfind("howdy\n", 0), 0u) << r.body;
+    EXPECT_EQ(WorkerPids(host.Mpctl({"ps", "--json"}).out).size(), 3u);
+  }
+  int unused = ::system(("rm -rf '" + dir + "'").c_str());
+  (void)unused;
+}
+
+}  // namespace
+}  // namespace mp::testing

@@ -1,0 +1,272 @@
+#include "host_harness.h"
+
+#include <arpa/inet.h>
+#include <fcntl.h>
+#include <netinet/in.h>
+#include <poll.h>
+#include <signal.h>
+#include <stdlib.h>
+#include <sys/socket.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#include <algorithm>
+#include <cstring>
+#include <fstream>
+#include <regex>
+#include <sstream>
+
+namespace mp::testing {
+namespace {
+
+using Clock = std::chrono::steady_clock;
+
+int64_t MsLeft(Clock::time_point deadline) {
+  return std::max<int64_t>(
+      0, std::chrono::duration_cast<std::chrono::milliseconds>(deadline - Clock::now()).count());
+}
+
+std::string Lower(std::string s) {
+  for (char& c : s) c = static_cast<char>(tolower(static_cast<unsigned char>(c)));
+  return s;
+}
+
+// Reads `fd` until EOF or the deadline.
+void ReadAll(int fd, std::string* out, Clock::time_point deadline) {
+  char buf[8192];
+  for (;;) {
+    pollfd p{fd, POLLIN, 0};
+    int left = static_cast<int>(MsLeft(deadline));
+    if (left == 0 || ::poll(&p, 1, left) <= 0) return;
+    ssize_t n = ::read(fd, buf, sizeof buf);
+    if (n <= 0) return;
+    out->append(buf, static_cast<size_t>(n));
+  }
+}
+
+}  // namespace
+
+std::string BinDir() { return MP_TEST_BIN_DIR; }
+std::string ModuleDir() { return MP_TEST_MODULE_DIR; }
+
+HttpResponse HttpRequest(int port, const std::string& method, const std::string& target,
+                         const std::string& body, int timeout_ms) {
+  HttpResponse r;
+  const auto deadline = Clock::now() + std::chrono::milliseconds(timeout_ms);
+  int fd = ::socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
+  sockaddr_in addr{};
+  addr.sin_family = AF_INET;
+  addr.sin_port = htons(static_cast<uint16_t>(port));
+  addr.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+  if (::connect(fd, reinterpret_cast<sockaddr*>(&addr), sizeof addr) != 0) {
+    ::close(fd);
+    return r;
+  }
+  std::string req = method + " " + target + " HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: close\r\n";
+  if (!body.empty() || method == "POST") req += "Content-Length: " + std::to_string(body.size()) + "\r\n";
+  req += "\r\n" + body;
+  if (::send(fd, req.data(), req.size(), MSG_NOSIGNAL) != static_cast<ssize_t>(req.size())) {
+    ::close(fd);
+    return r;
+  }
+  // Read the head, then exactly Content-Length bytes (the server may keep the connection).
+  std::string raw;
+  size_t end = std::string::npos;
+  size_t want = std::string::npos;
+  char buf[8192];
+  while (want == std::string::npos || raw.size() < want) {
+    pollfd p{fd, POLLIN, 0};
+    int left = static_cast<int>(MsLeft(deadline));
+    if (left == 0 || ::poll(&p, 1, left) <= 0) break;
+    ssize_t n = ::read(fd, buf, sizeof buf);
+    if (n <= 0) break;
+    raw.append(buf, static_cast<size_t>(n));
+    if (end == std::string::npos && (end = raw.find("\r\n\r\n")) != std::string::npos) {
+      std::smatch m;
+      std::string head = Lower(raw.substr(0, end));
+      if (std::regex_search(head, m, std::regex("\r\ncontent-length: *([0-9]+)"))) {
+        want = end + 4 + std::stoul(m[1]);
+      }
+    }
+  }
+  ::close(fd);
+  if (end == std::string::npos) return r;
+  std::istringstream head(raw.substr(0, end));
+  std::string line;
+  std::getline(head, line);
+  if (line.size() < 12) return r;
+  r.status = std::atoi(line.c_str() + 9);
+  while (std::getline(head, line)) {
+    if (!line.empty() && line.back() == '\r') line.pop_back();
+    auto colon = line.find(':');
+    if (colon == std::string::npos) continue;
+    std::string value = line.substr(colon + 1);
+    value.erase(0, value.find_first_not_of(' '));
+    r.headers[Lower(line.substr(0, colon))] = value;
+  }
+  r.body = raw.substr(end + 4);
+  return r;
+}
+
+CommandResult RunCommand(const std::vector<std::string>& argv, int timeout_ms) {
+  CommandResult result;
+  int out[2], err[2];
+  if (::pipe2(out, O_CLOEXEC) != 0 || ::pipe2(err, O_CLOEXEC) != 0) return result;
+  pid_t pid = ::fork();
+  if (pid == 0) {
+    ::dup2(out[1], 1);
+    ::dup2(err[1], 2);
+    std::vector<char*> args;
+    for (const auto& a : argv) args.push_back(const_cast<char*>(a.c_str()));
+    args.push_back(nullptr);
+    ::execv(args[0], args.data());
+    _exit(127);
+  }
+  ::close(out[1]);
+  ::close(err[1]);
+  const auto deadline = Clock::now() + std::chrono::milliseconds(timeout_ms);
+  std::thread err_reader([&] { ReadAll(err[0], &result.err, deadline); });
+  ReadAll(out[0], &result.out, deadline);
+  err_reader.join();
+  ::close(out[0]);
+  ::close(err[0]);
+  int status = 0;
+  for (;;) {
+    pid_t r = ::waitpid(pid, &status, WNOHANG);
+    if (r == pid) break;
+    if (MsLeft(deadline) == 0) {
+      ::kill(pid, SIGKILL);
+      ::waitpid(pid, &status, 0);
+      return result;
+    }
+    std::this_thread::sleep_for(std::chrono::milliseconds(5));
+  }
+  result.exit_code = WIFEXITED(status) ? WEXITSTATUS(status) : 128 + WTERMSIG(status);
+  return result;
+}
+
+HostProcess::HostProcess(std::vector<std::string> extra_args) {
+  char tmpl[] = "/tmp/mphost-test-XXXXXX";
+  dir_ = ::mkdtemp(tmpl);
+  control_ = dir_ + "/control.sock";
+  std::vector<std::string> argv = {BinDir() + "/mphost", "--listen", "127.0.0.1:0", "--control",
+                                   control_};
+  argv.insert(argv.end(), extra_args.begin(), extra_args.end());
+  int err[2];
+  if (::pipe2(err, O_CLOEXEC) != 0) return;
+  pid_ = ::fork();
+  if (pid_ == 0) {
+    ::dup2(err[1], 2);
+    std::vector<char*> args;
+    for (const auto& a : argv) args.push_back(const_cast<char*>(a.c_str()));
+    args.push_back(nullptr);
+    ::execv(args[0], args.data());
+    _exit(127);
+  }
+  ::close(err[1]);
+  stderr_fd_ = err[0];
+  reader_ = std::thread([this] {
+    char buf[4096];
+    for (;;) {
+      ssize_t n = ::read(stderr_fd_, buf, sizeof buf);
+      if (n <= 0) return;
+      std::lock_guard<std::mutex> lock(mu_);
+      log_.append(buf, static_cast<size_t>(n));
+    }
+  });
+  const std::regex listening("event=listening http=127\\.0\\.0\\.1:([0-9]+)");
+  const auto deadline = Clock::now() + std::chrono::seconds(30);
+  while (MsLeft(deadline) > 0) {
+    std::smatch m;
+    std::string log = Log();
+    if (std::regex_search(log, m, listening)) {
+      port_ = std::stoi(m[1]);
+      return;
+    }
+    if (::waitpid(pid_, nullptr, WNOHANG) == pid_) {
+      stopped_ = true;
+      return;
+    }
+    std::this_thread::sleep_for(std::chrono::milliseconds(10));
+  }
+}
+
+HostProcess::~HostProcess() {
+  if (!stopped_ && pid_ > 0) Stop();
+  if (reader_.joinable()) reader_.join();
+  if (stderr_fd_ >= 0) ::close(stderr_fd_);
+  std::string cmd = "rm -rf '" + dir_ + "'";
+  int unused = ::system(cmd.c_str());
+  (void)unused;
+}
+
+std::string HostProcess::Log() {
+  std::lock_guard<std::mutex> lock(mu_);
+  return log_;
+}
+
+CommandResult HostProcess::Mpctl(std::vector<std::string> args) {
+  std::vector<std::string> argv = {BinDir() + "/mpctl", "--control", control_};
+  argv.insert(argv.end(), args.begin(), args.end());
+  return RunCommand(argv);
+}
+
+int HostProcess::Stop(int timeout_ms) {
+  if (stopped_) return -1;
+  stopped_ = true;
+  ::kill(pid_, SIGTERM);
+  const auto deadline = Clock::now() + std::chrono::milliseconds(timeout_ms);
+  int status = 0;
+  while (MsLeft(deadline) > 0) {
+    if (::waitpid(pid_, &status, WNOHANG) == pid_) {
+      return WIFEXITED(status) ? WEXITSTATUS(status) : 128 + WTERMSIG(status);
+    }
+    std::this_thread::sleep_for(std::chrono::milliseconds(10));
+  }
+  ::kill(pid_, SIGKILL);
+  ::waitpid(pid_, &status, 0);
+  return -1;
+}
+
+std::vector<pid_t> HostProcess::Children() const {
+  std::vector<pid_t> out;
+  std::ifstream in("/proc/" + std::to_string(pid_) + "/task/" + std::to_string(pid_) + "/children");
+  pid_t p;
+  while (in >> p) out.push_back(p);
+  return out;
+}
+
+std::vector<pid_t> WorkerPids(const std::string& ps_json) {
+  std::vector<pid_t> out;
+  const std::regex pid_re("\"pid\":([0-9]+)");
+  for (auto it = std::sregex_iterator(ps_json.begin(), ps_json.end(), pid_re);
+       it != std::sregex_iterator(); ++it) {
+    out.push_back(std::stoi((*it)[1]));
+  }
+  return out;
+}
+
+std::string ProcStatusField(pid_t pid, const std::string& field) {
+  std::ifstream in("/proc/" + std::to_string(pid) + "/status");
+  std::string line;
+  while (std::getline(in, line)) {
+    if (line.rfind(field + ":", 0) == 0) {
+      std::string v = line.substr(field.size() + 1);
+      v.erase(0, v.find_first_not_of(" \t"));
+      return v;
+    }
+  }
+  return "";
+}
+
+bool WaitGone(pid_t pid, int timeout_ms) {
+  const auto deadline = Clock::now() + std::chrono::milliseconds(timeout_ms);
+  do {
+    std::string state = ProcStatusField(pid, "State");
+    if (state.empty()) return true;
+    std::this_thread::sleep_for(std::chrono::milliseconds(10));
+  } while (MsLeft(deadline) > 0);
+  return false;
+}
+
+}  // namespace mp::testing

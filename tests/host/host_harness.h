@@ -1,0 +1,87 @@
+// Starts the real mphost on a loopback port chosen by the kernel, talks to it over HTTP and
+// through the real mpctl, and always stops it (by pid). Every wait is bounded.
+#pragma once
+
+#include <sys/types.h>
+
+#include <chrono>
+#include <map>
+#include <mutex>
+#include <optional>
+#include <string>
+#include <thread>
+#include <vector>
+
+namespace mp::testing {
+
+// Paths baked in by CMake.
+std::string BinDir();     // build/bin: mphost, mpctl, helpers
+std::string ModuleDir();  // build/modules
+
+struct HttpResponse {
+  int status = 0;
+  std::map<std::string, std::string> headers;  // lower-case names
+  std::string body;
+};
+
+// One HTTP/1.1 request on a fresh loopback connection ("Connection: close"); status 0 if the
+// connection failed.
+HttpResponse HttpRequest(int port, const std::string& method, const std::string& target,
+                         const std::string& body = "", int timeout_ms = 10000);
+
+struct CommandResult {
+  int exit_code = -1;
+  std::string out;  // stdout
+  std::string err;  // stderr
+};
+
+// Runs argv (argv[0] a path) with a time limit, capturing stdout and stderr.
+CommandResult RunCommand(const std::vector<std::string>& argv, int timeout_ms = 20000);
+
+// A running mphost. The destructor stops it (SIGTERM, then SIGKILL) if the test did not.
+class HostProcess {
+ public:
+  // Starts `mphost --listen 127.0.0.1:0 --control <tmp>/control.sock` plus `extra_args`;
+  // waits (bounded) for its "listening" log line.
+  explicit HostProcess(std::vector<std::string> extra_args = {});
+  ~HostProcess();
+  HostProcess(const HostProcess&) = delete;
+  HostProcess& operator=(const HostProcess&) = delete;
+
+  bool started() const { return port_ > 0; }
+  int port() const { return port_; }
+  pid_t pid() const { return pid_; }
+  const std::string& control() const { return control_; }
+  const std::string& dir() const { return dir_; }
+  std::string Log();
+
+  CommandResult Mpctl(std::vector<std::string> args);
+
+  // SIGTERM and wait (bounded); returns the exit status (or -1 on timeout, then SIGKILL).
+  int Stop(int timeout_ms = 15000);
+
+  // Direct children of the host right now (workers and zygotes).
+  std::vector<pid_t> Children() const;
+
+ private:
+  pid_t pid_ = -1;
+  int port_ = 0;
+  int stderr_fd_ = -1;
+  std::string dir_;
+  std::string control_;
+  std::mutex mu_;
+  std::string log_;
+  std::thread reader_;
+  bool stopped_ = false;
+};
+
+// Worker pids from `mpctl ps --json` output.
+std::vector<pid_t> WorkerPids(const std::string& ps_json);
+
+// A /proc/PID/status field ("Seccomp"), trimmed; empty if absent.
+std::string ProcStatusField(pid_t pid, const std::string& field);
+
+// True once /proc/PID is gone or a zombie no longer ours, within `timeout_ms`.
+bool WaitGone(pid_t pid, int timeout_ms);
+
+}  // namespace mp::testing
