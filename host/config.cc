@@ -43,7 +43,8 @@ std::string JsonScalarText(capnp::JsonValue::Reader v) {
   }
 }
 
-// Rewrites each modules[i].options object {"k": v} into [{"key": "k", "value": "v"}].
+// Rewrites each modules[i].options and .dataFiles object {"k": v} into
+// [{"key": "k", "value": "v"}], the schema's form.
 absl::Status OptionsToLists(capnp::JsonValue::Builder root, absl::string_view source) {
   if (root.which() != capnp::JsonValue::OBJECT) {
     return absl::InvalidArgumentError(absl::StrCat("config ", source, ": must be a JSON object"));
@@ -53,17 +54,18 @@ absl::Status OptionsToLists(capnp::JsonValue::Builder root, absl::string_view so
     for (auto module : field.getValue().getArray()) {
       if (module.which() != capnp::JsonValue::OBJECT) continue;
       for (auto mf : module.getObject()) {
-        if (mf.getName() != "options") continue;
+        if (mf.getName() != "options" && mf.getName() != "dataFiles") continue;
+        const std::string what = absl::StrCat("modules[].", S(mf.getName()));
         auto value = mf.getValue();
         if (value.which() != capnp::JsonValue::OBJECT) {
-          return FieldError(source, "modules[].options", "must be a JSON object");
+          return FieldError(source, what, "must be a JSON object");
         }
         std::vector<std::pair<std::string, std::string>> pairs;
         for (auto o : value.getObject()) {
           auto v = o.getValue().asReader();
           if (v.which() != capnp::JsonValue::STRING && v.which() != capnp::JsonValue::NUMBER &&
               v.which() != capnp::JsonValue::BOOLEAN) {
-            return FieldError(source, absl::StrCat("modules[].options.", S(o.getName())),
+            return FieldError(source, absl::StrCat(what, ".", S(o.getName())),
                               "must be a string, number or boolean");
           }
           pairs.emplace_back(S(o.getName()), JsonScalarText(v));
@@ -180,6 +182,11 @@ absl::StatusOr<HostConfig> ParseConfig(absl::string_view json, absl::string_view
     mc.call_timeout_ms = m.getCallTimeoutMs();
     if (mc.call_timeout_ms < 1) return FieldError(source, field + ".callTimeoutMs", "must be > 0");
     for (auto o : m.getOptions()) mc.options.emplace_back(S(o.getKey()), S(o.getValue()));
+    for (auto d : m.getDataFiles()) {
+      std::string path = S(d.getValue());
+      if (path.empty()) return FieldError(source, field + ".dataFiles." + S(d.getKey()), "empty path");
+      mc.data_files.emplace_back(S(d.getKey()), path[0] == '/' ? path : absl::StrCat(base_dir, "/", path));
+    }
     out.modules.push_back(std::move(mc));
   }
   return out;

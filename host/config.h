@@ -18,6 +18,7 @@ struct ModuleConfig {
   uint32_t workers = 2;
   uint64_t max_heap_bytes = 256ull << 20;
   std::vector<std::pair<std::string, std::string>> options;
+  std::vector<std::pair<std::string, std::string>> data_files;  // name → absolute path
   uint64_t max_body_bytes = 256ull << 10;
   uint32_t call_timeout_ms = 10000;
 };

@@ -56,8 +56,27 @@ absl::StatusOr<std::unique_ptr<Generation>> Generation::Create(const ModuleConfi
     args.push_back("--option");
     args.push_back(absl::StrCat(k, "=", v));
   }
-  auto builder = SpawnHelper(helpers.builder, args,
-                             {{result_write.get(), kHelperSocketFd}, {segment->fd(), kHelperHeapFd}});
+  // Data files are opened here and handed over read-only: the builder opens nothing itself.
+  std::vector<UniqueFd> data_fds;
+  std::vector<std::pair<int, int>> fd_map = {{result_write.get(), kHelperSocketFd},
+                                             {segment->fd(), kHelperHeapFd}};
+  for (const auto& [name, path] : config.data_files) {
+    if (fd_map.size() >= 12) {
+      return absl::InvalidArgumentError(absl::StrCat(who, ": at most 10 data files"));
+    }
+    int fd = ::open(path.c_str(), O_RDONLY | O_CLOEXEC);
+    if (fd < 0) {
+      return absl::NotFoundError(absl::StrCat(who, ": data file '", name, "' (", path, "): ",
+                                              strerror(errno)));
+    }
+    data_fds.emplace_back(fd);
+    const int target = kHelperHeapFd + static_cast<int>(data_fds.size());
+    fd_map.emplace_back(fd, target);
+    args.push_back("--data");
+    args.push_back(absl::StrCat(name, "=", target));
+  }
+  auto builder = SpawnHelper(helpers.builder, args, fd_map);
+  data_fds.clear();
   if (!builder.ok()) return builder.status();
   result_write.reset();
   std::string line = ReadResultLine(result_read.get(), build_timeout_ms);

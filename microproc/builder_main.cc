@@ -11,6 +11,8 @@
 #include <cstdio>
 #include <cstring>
 #include <map>
+#include <set>
+#include <vector>
 #include <string>
 
 #include "absl/strings/str_cat.h"
@@ -24,10 +26,17 @@ namespace {
 
 using mp::shm::HeapHeader;
 
+struct DataFile {
+  const void* data = nullptr;
+  uint64_t size = 0;
+};
+
 struct BuildState {
   mp_build_ctx ctx;
   HeapHeader* header;
   std::map<std::string, std::string> options;
+  std::set<std::string> options_asked;
+  std::map<std::string, DataFile> data_files;
   std::string failure;
   bool used_set = false;
 };
@@ -52,9 +61,19 @@ void SetUsed(mp_build_ctx* ctx, uint64_t bytes) {
 }
 
 const char* Option(mp_build_ctx* ctx, const char* key) {
+  From(ctx)->options_asked.insert(key);
   auto& opts = From(ctx)->options;
   auto it = opts.find(key);
   return it == opts.end() ? nullptr : it->second.c_str();
+}
+
+int GetDataFile(mp_build_ctx* ctx, const char* name, const void** data, uint64_t* size) {
+  auto& files = From(ctx)->data_files;
+  auto it = files.find(name);
+  if (it == files.end()) return -1;
+  *data = it->second.data;
+  *size = it->second.size;
+  return 0;
 }
 
 void Fail(mp_build_ctx* ctx, const char* message) { From(ctx)->failure = message ? message : ""; }
@@ -75,6 +94,7 @@ void Fail(mp_build_ctx* ctx, const char* message) { From(ctx)->failure = message
 int main(int argc, char** argv) {
   std::string module, plugin;
   BuildState state{};
+  std::map<std::string, int> data_fds;
   for (int i = 1; i + 1 < argc; i += 2) {
     std::string flag = argv[i], value = argv[i + 1];
     if (flag == "--module") {
@@ -84,6 +104,10 @@ int main(int argc, char** argv) {
     } else if (flag == "--option") {
       auto eq = value.find('=');
       state.options[value.substr(0, eq)] = eq == std::string::npos ? "" : value.substr(eq + 1);
+    } else if (flag == "--data") {
+      auto eq = value.find('=');
+      if (eq == std::string::npos) Report(false, "mp-builder: --data needs NAME=FD");
+      data_fds[value.substr(0, eq)] = std::atoi(value.c_str() + eq + 1);
     } else {
       Report(false, absl::StrCat("mp-builder: unknown flag ", flag));
     }
@@ -101,6 +125,22 @@ int main(int argc, char** argv) {
   state.header = static_cast<HeapHeader*>(map->data());
   std::memset(state.header, 0, sizeof(HeapHeader));
 
+  std::vector<mp::shm::Mapping> data_maps;
+  for (const auto& [name, fd] : data_fds) {
+    auto file = mp::shm::Segment::Adopt(mp::UniqueFd(fd), name);
+    if (!file.ok()) Report(false, absl::StrCat("module '", module, "': data file '", name, "': ", file.status().message()));
+    DataFile& df = state.data_files[name];
+    if (file->size() > 0) {
+      auto m = mp::shm::Mapping::Map(file->fd(), file->size(), PROT_READ, MAP_PRIVATE, name);
+      if (!m.ok()) Report(false, absl::StrCat("module '", module, "': data file '", name, "': ", m.status().message()));
+      df.data = m->data();
+      df.size = m->size();
+      data_maps.push_back(*std::move(m));
+    } else {
+      df.data = "";
+    }
+  }
+
   auto loaded = mp::microproc::LoadPlugin(module, plugin);
   if (!loaded.ok()) Report(false, std::string(loaded.status().message()));
 
@@ -110,11 +150,18 @@ int main(int argc, char** argv) {
   state.ctx.set_used = &SetUsed;
   state.ctx.option = &Option;
   state.ctx.fail = &Fail;
+  state.ctx.data_file = &GetDataFile;
   state.ctx.host = &state;
   int rc = loaded->module->build(&state.ctx);
   if (rc != 0) {
     Report(false, absl::StrCat("module '", module, "': build failed: ",
                                state.failure.empty() ? "(no reason given)" : state.failure));
+  }
+  for (const auto& [key, value] : state.options) {
+    if (state.options_asked.count(key) == 0) {
+      Report(false, absl::StrCat("module '", module, "': unknown option '", key,
+                                 "' (the module never reads it)"));
+    }
   }
   if (!state.used_set) state.header->data_bytes = state.ctx.capacity;  // a C module may not say
   const char* version = loaded->module->version ? loaded->module->version : "";

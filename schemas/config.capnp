@@ -19,6 +19,7 @@ struct Module {
   options @4 :List(Option);  # in JSON: an object {"key": "value", ...}, handed to the build
   maxBodyKb @5 :UInt32 = 256;  # largest request or reply body
   callTimeoutMs @6 :UInt32 = 10000;  # a call not answered by then fails with 504
+  dataFiles @7 :List(Option);  # in JSON: {"name": "path"}; opened read-only for the build
 }
 
 struct Option {

@@ -46,10 +46,16 @@ typedef struct mp_build_ctx {
   int (*set_root)(struct mp_build_ctx* ctx, const char* name, uint64_t offset, uint64_t size);
   /* Declares how many bytes of the data region are in use (a prefix); the rest is released. */
   void (*set_used)(struct mp_build_ctx* ctx, uint64_t bytes);
-  /* The module's option `key` from the host config, NUL-terminated, or NULL if absent. */
+  /* The module's option `key` from the host config, NUL-terminated, or NULL if absent.
+   * An option in the config that the build never asks for fails the build ("unknown
+   * option"), so a typo in a config cannot pass silently. */
   const char* (*option)(struct mp_build_ctx* ctx, const char* key);
   /* Explains a failure; call before returning non-zero from build. */
   void (*fail)(struct mp_build_ctx* ctx, const char* message);
+  /* The module's data file `name` from the host config ("dataFiles"), mapped read-only for the
+   * duration of the build. Returns 0 and sets *data / *size, or -1 if no such file is configured.
+   * The builder cannot open files itself: the supervisor opens them and passes descriptors. */
+  int (*data_file)(struct mp_build_ctx* ctx, const char* name, const void** data, uint64_t* size);
   void* host; /* opaque to the module */
 } mp_build_ctx;
 

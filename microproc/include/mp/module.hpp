@@ -66,6 +66,14 @@ class HeapBuilder {
     return std::string_view(v);
   }
 
+  // The contents of data file `name` (config "dataFiles"), read-only, valid during Build.
+  std::optional<std::string_view> DataFile(const char* name) const {
+    const void* data = nullptr;
+    uint64_t size = 0;
+    if (ctx_->data_file(ctx_, name, &data, &size) != 0) return std::nullopt;
+    return std::string_view(static_cast<const char*>(data), size);
+  }
+
   // Releases the unused end of the data region. Called by MP_MODULE after Build.
   void Finish() {
     segment_.get_segment_manager()->shrink_to_fit();
