@@ -3,6 +3,7 @@
 #include <sys/mman.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <cstring>
 
 #include "absl/strings/str_cat.h"
@@ -80,10 +81,11 @@ absl::StatusOr<HeapInfo> FinishHeap(Segment& segment, absl::string_view module_n
                                     absl::string_view module_version, uint32_t abi_version,
                                     uint64_t generation) {
   const std::string what = absl::StrCat("heap of module '", module_name, "'");
-  // The builder may have died with the memfd resized behind our back: trust only fstat.
+  // The builder may have resized the memfd behind our back. Shrunk: only what fstat reports is
+  // there to map. Grown: the limit is still what we allocated (segment.size()).
   auto reread = Segment::Adopt(UniqueFd(::dup(segment.fd())), segment.name());
   if (!reread.ok()) return reread.status();
-  const uint64_t segment_bytes = reread->size();
+  const uint64_t segment_bytes = std::min(reread->size(), segment.size());
   if (segment_bytes < kHeapHeaderBytes) {
     return absl::DataLossError(absl::StrCat(what, ": segment shrank to ", segment_bytes,
                                             " bytes, smaller than its header"));
