@@ -1,5 +1,6 @@
 #include "host/control_server.h"
 
+#include <fcntl.h>
 #include <sys/socket.h>
 #include <sys/stat.h>
 #include <sys/un.h>
@@ -21,7 +22,7 @@ class ControlImpl final : public control::Control::Server {
   explicit ControlImpl(Supervisor& supervisor) : supervisor_(supervisor) {}
 
   kj::Promise<void> ps(PsContext context) override {
-    auto workers = supervisor_.Workers();
+    auto workers = supervisor_.Workers(/*with_memory=*/true);
     auto layers = microproc::SandboxLayerNames();
     auto list = context.getResults().initWorkers(workers.size());
     for (size_t i = 0; i < workers.size(); ++i) {
@@ -36,6 +37,71 @@ class ControlImpl final : public control::Control::Server {
       out.setStartedUnixMs(w.started_unix_ms);
       auto l = out.initSandbox(layers.size());
       for (size_t k = 0; k < layers.size(); ++k) l.set(k, layers[k]);
+      out.setRssBytes(w.memory.rss_bytes);
+      out.setPssBytes(w.memory.pss_bytes);
+      out.setUssBytes(w.memory.uss_bytes);
+      out.setHeapResidentBytes(w.memory.heap_resident_bytes);
+      out.setHeapPrivatizedBytes(w.memory.heap_privatized_bytes);
+    }
+    return kj::READY_NOW;
+  }
+
+  kj::Promise<void> reload(ReloadContext context) override {
+    std::string module = context.getParams().getModule().cStr();
+    return supervisor_.Reload(module).then([context](absl::StatusOr<uint64_t> r) mutable {
+      if (!r.ok()) {
+        throw kj::Exception(kj::Exception::Type::FAILED, __FILE__, __LINE__,
+                            kj::str(std::string(r.status().message()).c_str()));
+      }
+      context.getResults().setGeneration(*r);
+    });
+  }
+
+  kj::Promise<void> heap(HeapContext context) override {
+    auto heaps = supervisor_.Heaps(context.getParams().getModule().cStr());
+    auto list = context.getResults().initHeaps(heaps.size());
+    for (size_t i = 0; i < heaps.size(); ++i) {
+      const HeapSnapshot& h = heaps[i];
+      auto out = list[i];
+      out.setModule(h.module);
+      out.setVersion(h.version);
+      out.setGeneration(h.generation);
+      out.setCurrent(h.current);
+      out.setSegmentBytes(h.segment_bytes);
+      out.setDataBytes(h.data_bytes);
+      out.setChecksum(h.checksum);
+      std::vector<const char*> seals;
+      if (h.seals & F_SEAL_SEAL) seals.push_back("seal");
+      if (h.seals & F_SEAL_SHRINK) seals.push_back("shrink");
+      if (h.seals & F_SEAL_GROW) seals.push_back("grow");
+      if (h.seals & F_SEAL_WRITE) seals.push_back("write");
+      auto s = out.initSeals(seals.size());
+      for (size_t k = 0; k < seals.size(); ++k) s.set(k, seals[k]);
+      out.setMappers(h.mappers);
+      out.setResidentBytes(h.resident_bytes);
+      out.setPssBytes(h.pss_bytes);
+      out.setPrivatizedBytes(h.privatized_bytes);
+    }
+    return kj::READY_NOW;
+  }
+
+  kj::Promise<void> modules(ModulesContext context) override {
+    auto mods = supervisor_.Modules();
+    auto list = context.getResults().initModules(mods.size());
+    for (size_t i = 0; i < mods.size(); ++i) {
+      const ModuleSnapshot& m = mods[i];
+      auto out = list[i];
+      out.setName(m.name);
+      out.setVersion(m.version);
+      out.setGeneration(m.generation);
+      out.setState(m.state);
+      out.setReason(m.reason);
+      out.setHeapBytes(m.heap_bytes);
+      out.setWorkersReady(m.workers_ready);
+      out.setWorkersBusy(m.workers_busy);
+      out.setWorkersTarget(m.workers_target);
+      out.setCalls(m.calls);
+      out.setRestarts(m.restarts);
     }
     return kj::READY_NOW;
   }

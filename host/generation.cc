@@ -43,6 +43,13 @@ absl::StatusOr<std::unique_ptr<Generation>> Generation::Create(const ModuleConfi
                                                                uint64_t number,
                                                                const HelperPaths& helpers,
                                                                int build_timeout_ms) {
+  auto heap = BuildHeap(config, number, helpers, build_timeout_ms);
+  if (!heap.ok()) return heap.status();
+  return Start(config, *std::move(heap), helpers, build_timeout_ms);
+}
+
+absl::StatusOr<BuiltHeap> BuildHeap(const ModuleConfig& config, uint64_t number,
+                                    const HelperPaths& helpers, int build_timeout_ms) {
   const std::string who = absl::StrCat("module '", config.name, "'");
   auto segment = shm::CreateHeapSegment(config.name, number, config.max_heap_bytes);
   if (!segment.ok()) return segment.status();
@@ -93,8 +100,16 @@ absl::StatusOr<std::unique_ptr<Generation>> Generation::Create(const ModuleConfi
   // 2. Validate, checksum and seal.
   auto info = shm::FinishHeap(*segment, config.name, version, MP_MODULE_ABI_VERSION, number);
   if (!info.ok()) return absl::Status(info.status().code(), absl::StrCat(who, ": ", info.status().message()));
+  return BuiltHeap{*std::move(segment), *std::move(info)};
+}
 
-  // 3. The zygote.
+absl::StatusOr<std::unique_ptr<Generation>> Generation::Start(const ModuleConfig& config,
+                                                              BuiltHeap heap,
+                                                              const HelperPaths& helpers,
+                                                              int timeout_ms) {
+  const std::string who = absl::StrCat("module '", config.name, "'");
+  auto segment = &heap.segment;
+  // The zygote.
   int sv[2];
   if (::socketpair(AF_UNIX, SOCK_SEQPACKET | SOCK_CLOEXEC, 0, sv) != 0) {
     return ErrnoStatus("socketpair", errno);
@@ -106,7 +121,7 @@ absl::StatusOr<std::unique_ptr<Generation>> Generation::Create(const ModuleConfi
   theirs.reset();
   microproc::ZygoteHello hello{};
   auto n = microproc::ReceiveWithFds(ours.get(), std::as_writable_bytes(std::span(&hello, 1)),
-                                     nullptr, 0, build_timeout_ms);
+                                     nullptr, 0, timeout_ms);
   if (!n.ok() || *n != sizeof hello || hello.ok != 1) {
     std::string reason;
     if (n.ok() && *n == sizeof hello) {
@@ -119,8 +134,10 @@ absl::StatusOr<std::unique_ptr<Generation>> Generation::Create(const ModuleConfi
     ReapWithin(zygote->pidfd.get(), 1000);
     return absl::FailedPreconditionError(reason);
   }
-  return std::unique_ptr<Generation>(new Generation(number, *std::move(segment), *std::move(info),
-                                                    *std::move(zygote), std::move(ours)));
+  const uint64_t number = heap.info.generation;
+  return std::unique_ptr<Generation>(new Generation(number, std::move(heap.segment),
+                                                    std::move(heap.info), *std::move(zygote),
+                                                    std::move(ours)));
 }
 
 Generation::~Generation() {

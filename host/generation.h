@@ -20,13 +20,30 @@ struct HelperPaths {
   std::string zygote;   // mp-zygote
 };
 
+// A sealed heap, built but not yet served.
+struct BuiltHeap {
+  shm::Segment segment;
+  shm::HeapInfo info;
+};
+
+// Builds the heap in an mp-builder process (module code never runs here), then validates and
+// seals it. Blocks for at most `build_timeout_ms`. Safe to call from any thread (it forks and
+// execs; the child does only async-signal-safe work before exec).
+absl::StatusOr<BuiltHeap> BuildHeap(const ModuleConfig& config, uint64_t number,
+                                    const HelperPaths& helpers, int build_timeout_ms);
+
 // A module's sealed heap and the zygote that forks its microprocesses. Not thread-safe; the
 // supervisor's event loop thread only.
 class Generation {
  public:
-  // Builds the heap in an mp-builder process (module code never runs here), validates and
-  // seals it, then starts and greets the zygote. Blocks for at most `build_timeout_ms` for the
-  // build and a few seconds for the zygote. Errors name the module and the cause.
+  // Starts and greets the zygote for `heap`. Must run on the supervisor's main thread: the
+  // zygote's parent-death signal (and so its microprocesses') follows the thread that forked it.
+  static absl::StatusOr<std::unique_ptr<Generation>> Start(const ModuleConfig& config,
+                                                           BuiltHeap heap,
+                                                           const HelperPaths& helpers,
+                                                           int timeout_ms);
+
+  // BuildHeap then Start, on the calling (main) thread.
   static absl::StatusOr<std::unique_ptr<Generation>> Create(const ModuleConfig& config,
                                                             uint64_t number,
                                                             const HelperPaths& helpers,

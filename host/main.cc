@@ -11,6 +11,7 @@
 #include <unistd.h>
 
 #include <cstdio>
+#include <functional>
 #include <string>
 
 #include "absl/strings/str_cat.h"
@@ -83,6 +84,7 @@ int Main(int argc, char** argv) {
   ::signal(SIGPIPE, SIG_IGN);
   kj::UnixEventPort::captureSignal(SIGTERM);
   kj::UnixEventPort::captureSignal(SIGINT);
+  kj::UnixEventPort::captureSignal(SIGHUP);
   auto io = kj::setupAsyncIo();
 
   Supervisor supervisor(io, config, {exe_dir + "/mp-builder", exe_dir + "/mp-zygote"});
@@ -116,6 +118,15 @@ int Main(int argc, char** argv) {
                          {"control", config.control},
                          {"pid", absl::StrCat(::getpid())}});
 
+  // SIGHUP: reload every module as a new generation.
+  std::function<kj::Promise<void>()> on_hup = [&]() -> kj::Promise<void> {
+    return io.unixEventPort.onSignal(SIGHUP).then([&](siginfo_t) {
+      LogEvent("sighup", {{"action", "reload all modules"}});
+      supervisor.ReloadAll();
+      return on_hup();
+    });
+  };
+  auto hup = on_hup().eagerlyEvaluate(nullptr);
   auto stop = io.unixEventPort.onSignal(SIGTERM)
                   .exclusiveJoin(io.unixEventPort.onSignal(SIGINT))
                   .then([](siginfo_t info) { return info.si_signo; });

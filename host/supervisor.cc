@@ -75,6 +75,7 @@ struct Supervisor::Worker {
   uint64_t errors = 0;
   int64_t started_unix_ms = 0;
   std::string end_cause;  // set when the host decided to end this worker
+  bool retiring = false;  // its generation was replaced: stop after the current call
   // The call in flight, if any.
   uint64_t call_id = 0;
   kj::Own<kj::PromiseFulfiller<CallResult>> fulfiller;
@@ -86,7 +87,11 @@ struct Supervisor::Worker {
 
 struct Supervisor::Module {
   ModuleConfig config;
-  std::unique_ptr<Generation> generation;
+  std::unique_ptr<Generation> generation;           // current: new calls go here
+  std::vector<std::unique_ptr<Generation>> retiring;  // still have workers finishing calls
+  bool reloading = false;
+  std::thread build_thread;  // builds the next generation; joined on the loop thread
+  std::string reload_error;  // why the last reload failed
   uint64_t next_generation = 1;
   std::vector<std::unique_ptr<Worker>> workers;
   std::deque<Pending> queue;
@@ -106,6 +111,128 @@ Supervisor::Supervisor(kj::AsyncIoContext& io, HostConfig config, HelperPaths he
       tasks_(*this) {}
 
 Supervisor::~Supervisor() { StopAll(); }
+
+namespace {
+// Carries a built generation (or why it failed) from the build thread to the loop thread.
+struct BuildResult {
+  absl::StatusOr<BuiltHeap> heap;
+};
+}  // namespace
+
+kj::Promise<absl::StatusOr<uint64_t>> Supervisor::Reload(absl::string_view module) {
+  auto it = modules_.find(module);
+  if (it == modules_.end()) {
+    return absl::StatusOr<uint64_t>(
+        absl::NotFoundError(absl::StrCat("no module named '", module, "'")));
+  }
+  Module& m = *it->second;
+  if (stopping_) return absl::StatusOr<uint64_t>(absl::UnavailableError("the host is stopping"));
+  if (m.reloading) {
+    return absl::StatusOr<uint64_t>(absl::FailedPreconditionError(
+        absl::StrCat("module '", module, "' is already reloading")));
+  }
+  m.reloading = true;
+  const uint64_t number = m.next_generation++;
+  LogEvent("reload_started", {{"module", m.config.name}, {"generation", absl::StrCat(number)}});
+  auto paf = kj::newPromiseAndCrossThreadFulfiller<kj::Own<BuildResult>>();
+  // std::thread needs a callable with a noexcept destructor; kj::Own's is not.
+  struct FulfillerBox {
+    kj::Own<kj::CrossThreadPromiseFulfiller<kj::Own<BuildResult>>> fulfiller;
+    ~FulfillerBox() noexcept {}
+  };
+  auto box = std::make_shared<FulfillerBox>();
+  box->fulfiller = kj::mv(paf.fulfiller);
+  m.build_thread = std::thread([box, config = m.config, number, helpers = helpers_]() {
+    box->fulfiller->fulfill(kj::heap<BuildResult>(
+        BuildResult{BuildHeap(config, number, helpers, 120000)}));
+  });
+  return paf.promise.then([this, &m](kj::Own<BuildResult> built) -> absl::StatusOr<uint64_t> {
+    m.build_thread.join();
+    m.reloading = false;
+    absl::StatusOr<std::unique_ptr<Generation>> generation =
+        built->heap.ok() ? Generation::Start(m.config, *std::move(built->heap), helpers_, 10000)
+                         : absl::StatusOr<std::unique_ptr<Generation>>(built->heap.status());
+    if (!generation.ok() || stopping_) {
+      absl::Status s = stopping_ ? absl::UnavailableError("the host is stopping")
+                                 : generation.status();
+      m.reload_error = std::string(s.message());
+      LogEvent("reload_failed", {{"module", m.config.name}, {"error", s.message()}});
+      return s;
+    }
+    std::unique_ptr<Generation> old = std::move(m.generation);
+    m.generation = *std::move(generation);
+    const uint64_t number = m.generation->number();
+    uint32_t started = 0;
+    absl::Status spawn_error;
+    for (uint32_t i = 0; i < m.config.workers; ++i) {
+      if (auto s = SpawnWorker(m); s.ok()) {
+        ++started;
+      } else {
+        spawn_error = s;
+      }
+    }
+    if (started == 0) {  // keep serving from the old generation
+      for (auto& w : m.workers) {
+        if (w->generation == number) StopWorker(*w);
+      }
+      m.retiring.push_back(std::move(m.generation));
+      m.generation = std::move(old);
+      m.reload_error = std::string(spawn_error.message());
+      LogEvent("reload_failed", {{"module", m.config.name}, {"error", spawn_error.message()}});
+      return spawn_error;
+    }
+    m.reload_error.clear();
+    m.failed = false;
+    for (auto& w : m.workers) {
+      if (w->generation != number) w->retiring = true;
+    }
+    if (old) m.retiring.push_back(std::move(old));
+    RetireIdle(m);
+    PruneRetiredGenerations(m);
+    LogEvent("reload_done", {{"module", m.config.name},
+                             {"generation", absl::StrCat(number)},
+                             {"heap_bytes", absl::StrCat(m.generation->heap().segment_bytes)}});
+    return number;
+  });
+}
+
+void Supervisor::ReloadAll() {
+  for (auto& [name, m] : modules_) {
+    tasks_.add(Reload(name).ignoreResult());
+  }
+}
+
+void Supervisor::StopWorker(Worker& w) {
+  if (!w.end_cause.empty()) return;
+  w.retiring = true;
+  bool wake = false;
+  if (!w.requests.TryWrite(shm::FrameKind::kStop, 0, {}, &wake)) {
+    EndWorker(w, "could not be told to stop (request ring full)");
+    return;
+  }
+  if (wake) shm::WakeFutexConsumer(&w.ring->header()->request);
+  w.state = Worker::State::kStopping;
+}
+
+void Supervisor::RetireIdle(Module& m) {
+  for (auto& w : m.workers) {
+    if (w->retiring && w->state == Worker::State::kReady && !w->fulfiller) StopWorker(*w);
+  }
+}
+
+void Supervisor::PruneRetiredGenerations(Module& m) {
+  for (auto it = m.retiring.begin(); it != m.retiring.end();) {
+    bool used = false;
+    for (const auto& w : m.workers) used = used || w->generation == (*it)->number();
+    if (used) {
+      ++it;
+      continue;
+    }
+    LogEvent("generation_retired", {{"module", m.config.name},
+                                    {"generation", absl::StrCat((*it)->number())}});
+    it = m.retiring.erase(it);  // closes the zygote's socket, reaps it, unmaps the heap
+  }
+}
 
 void Supervisor::taskFailed(kj::Exception&& exception) {
   LogEvent("internal_error", {{"what", exception.getDescription().cStr()}});
@@ -319,6 +446,7 @@ void Supervisor::Finish(Worker& w, CallResult result) {
   w.call_id = 0;
   w.deadline = nullptr;
   if (w.state == Worker::State::kBusy) w.state = Worker::State::kReady;
+  if (w.retiring && w.end_cause.empty()) StopWorker(w);
 }
 
 void Supervisor::DrainResponses(Worker& w) {
@@ -431,20 +559,23 @@ void Supervisor::OnWorkerExit(Worker& w) {
                                        "' died during the call: ", cause)));
     }
   }
+  if (w.retiring && exit && exit->signal == 0 && exit->exit_code == 0) cause = "retired";
   LogEvent("worker_exit", {{"module", m.config.name},
                            {"pid", absl::StrCat(w.pid)},
                            {"cause", cause},
                            {"calls", absl::StrCat(w.calls)}});
   const uint64_t id = w.id;
+  const bool replace = !w.retiring;  // a retired worker's generation was already replaced
   // Destroy the worker (and the promises running this callback) on a later turn.
-  tasks_.add(kj::evalLater([this, &m, id]() {
+  tasks_.add(kj::evalLater([this, &m, id, replace]() {
     for (auto it = m.workers.begin(); it != m.workers.end(); ++it) {
       if ((*it)->id == id) {
         m.workers.erase(it);
         break;
       }
     }
-    if (!stopping_) ScheduleRestart(m);
+    PruneRetiredGenerations(m);
+    if (replace && !stopping_) ScheduleRestart(m);
   }));
 }
 
@@ -488,15 +619,80 @@ bool Supervisor::Ready() const {
   return true;
 }
 
-std::vector<WorkerSnapshot> Supervisor::Workers() const {
+namespace {
+std::string HeapMarker(const std::string& module, uint64_t generation) {
+  return absl::StrCat("/memfd:mp-heap.", module, ".gen", generation, " ");
+}
+}  // namespace
+
+std::vector<WorkerSnapshot> Supervisor::Workers(bool with_memory) const {
   std::vector<WorkerSnapshot> out;
   for (const auto& [name, m] : modules_) {
     for (const auto& w : m->workers) {
       const char* state = w->state == Worker::State::kReady  ? "ready"
                           : w->state == Worker::State::kBusy ? "busy"
                                                              : "stopping";
-      out.push_back({w->pid, name, w->generation, state, w->calls, w->errors, w->started_unix_ms});
+      WorkerSnapshot s{w->pid,    name,      w->generation, state, w->calls,
+                       w->errors, w->started_unix_ms, {}};
+      if (with_memory) {
+        if (auto mem = ReadMemoryUsage(w->pid, HeapMarker(name, w->generation))) s.memory = *mem;
+      }
+      out.push_back(std::move(s));
     }
+  }
+  return out;
+}
+
+std::vector<HeapSnapshot> Supervisor::Heaps(absl::string_view module) const {
+  std::vector<HeapSnapshot> out;
+  for (const auto& [name, m] : modules_) {
+    if (!module.empty() && name != module) continue;
+    std::vector<const Generation*> gens;
+    if (m->generation) gens.push_back(m->generation.get());
+    for (const auto& g : m->retiring) gens.push_back(g.get());
+    for (const Generation* g : gens) {
+      const auto& h = g->heap();
+      HeapSnapshot s{name,           h.module_version, h.generation, g == m->generation.get(),
+                     h.segment_bytes, h.data_bytes,    h.checksum,   g->segment().Seals().value_or(0),
+                     0,              0,                0,            0};
+      std::vector<pid_t> mappers = {g->zygote_pid()};
+      for (const auto& w : m->workers) {
+        if (w->generation == g->number()) mappers.push_back(w->pid);
+      }
+      for (pid_t pid : mappers) {
+        auto mem = ReadMemoryUsage(pid, HeapMarker(name, g->number()));
+        if (!mem || mem->heap_mappings == 0) continue;
+        ++s.mappers;
+        s.resident_bytes += mem->heap_resident_bytes;
+        s.pss_bytes += mem->heap_pss_bytes;
+        s.privatized_bytes += mem->heap_privatized_bytes;
+      }
+      out.push_back(s);
+    }
+  }
+  return out;
+}
+
+std::vector<ModuleSnapshot> Supervisor::Modules() const {
+  std::vector<ModuleSnapshot> out;
+  for (const auto& [name, m] : modules_) {
+    ModuleSnapshot s;
+    s.name = name;
+    s.version = m->generation ? m->generation->heap().module_version : "";
+    s.generation = m->generation ? m->generation->number() : 0;
+    s.state = m->failed ? "failed" : m->reloading ? "reloading" : "ready";
+    s.reason = m->failed ? m->failed_reason : m->reload_error;
+    s.heap_bytes = m->generation ? m->generation->heap().segment_bytes : 0;
+    s.workers_ready = s.workers_busy = 0;
+    for (const auto& w : m->workers) {
+      if (w->state == Worker::State::kReady && !w->retiring) ++s.workers_ready;
+      if (w->state == Worker::State::kBusy) ++s.workers_busy;
+    }
+    s.workers_target = m->config.workers;
+    s.calls = 0;
+    for (const auto& [status, n] : m->calls_by_status) s.calls += n;
+    s.restarts = m->restarts_total;
+    out.push_back(std::move(s));
   }
   return out;
 }
@@ -580,6 +776,8 @@ void Supervisor::StopAll() {
       w->pidfd.reset();
     }
     m->workers.clear();
+    if (m->build_thread.joinable()) m->build_thread.join();
+    m->retiring.clear();
     m->generation.reset();  // closes the zygote's socket and reaps it
   }
 }

@@ -17,11 +17,13 @@
 #include <optional>
 #include <memory>
 #include <string>
+#include <thread>
 #include <utility>
 #include <vector>
 
 #include "absl/status/status.h"
 #include "absl/strings/string_view.h"
+#include "host/accounting.h"
 #include "host/config.h"
 #include "host/generation.h"
 #include "shm/doorbell.h"
@@ -58,6 +60,35 @@ struct WorkerSnapshot {
   uint64_t calls;
   uint64_t errors;
   int64_t started_unix_ms;
+  MemoryUsage memory;  // zero if /proc could not be read
+};
+
+// One generation's sealed heap and who maps it.
+struct HeapSnapshot {
+  std::string module;
+  std::string version;
+  uint64_t generation;
+  bool current;            // new calls go to this generation
+  uint64_t segment_bytes;
+  uint64_t data_bytes;
+  uint64_t checksum;
+  int seals;               // F_GET_SEALS
+  uint32_t mappers;        // processes mapping it (workers and the zygote)
+  uint64_t resident_bytes; // sum over mappers of the heap mapping's Rss
+  uint64_t pss_bytes;      // sum of Pss: the heap's real share of RAM
+  uint64_t privatized_bytes;  // sum of Anonymous: pages copied by private writes
+};
+
+struct ModuleSnapshot {
+  std::string name;
+  std::string version;
+  uint64_t generation;
+  std::string state;  // ready | reloading | failed
+  std::string reason; // why it failed, or why the last reload failed
+  uint64_t heap_bytes;
+  uint32_t workers_ready, workers_busy, workers_target;
+  uint64_t calls;
+  uint64_t restarts;
 };
 
 class Supervisor : private kj::TaskSet::ErrorHandler {
@@ -78,7 +109,18 @@ class Supervisor : private kj::TaskSet::ErrorHandler {
   std::optional<uint64_t> MaxBodyBytes(absl::string_view module) const;
   // Every module has at least one worker that can take a call.
   bool Ready() const;
-  std::vector<WorkerSnapshot> Workers() const;
+  // Workers with their memory read from /proc (`with_memory`).
+  std::vector<WorkerSnapshot> Workers(bool with_memory = false) const;
+  std::vector<HeapSnapshot> Heaps(absl::string_view module) const;
+  std::vector<ModuleSnapshot> Modules() const;
+
+  // Builds generation N+1 of `module` (in a builder process, off the event loop), starts its
+  // workers and sends new calls to them; calls in flight finish on generation N, whose workers
+  // then stop and whose heap is unmapped when the last one exits. A failed build leaves N
+  // serving. Resolves to the new generation number or the reason it failed.
+  kj::Promise<absl::StatusOr<uint64_t>> Reload(absl::string_view module);
+  // Reload of every module (SIGHUP); failures are logged.
+  void ReloadAll();
   // Prometheus text exposition of the host's counters.
   std::string MetricsText() const;
 
@@ -104,6 +146,9 @@ class Supervisor : private kj::TaskSet::ErrorHandler {
   void EndWorker(Worker& w, std::string cause);  // kill; the exit watch cleans up
   void OnWorkerExit(Worker& w);
   void ScheduleRestart(Module& m);
+  void RetireIdle(Module& m);
+  void PruneRetiredGenerations(Module& m);
+  void StopWorker(Worker& w);
   kj::Promise<void> WatchDoorbell(Worker& w);
   kj::Promise<void> WatchExit(Worker& w);
   CallResult HostError(uint16_t status, absl::string_view module, absl::string_view message);

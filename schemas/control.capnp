@@ -16,6 +16,41 @@ struct WorkerInfo {
   errors @5 :UInt64;       # calls this worker failed
   startedUnixMs @6 :Int64;
   sandbox @7 :List(Text);  # sandbox layers in force, e.g. "seccomp", "no_new_privs"
+  # Memory, from /proc/PID/smaps_rollup and smaps (bytes; 0 if unreadable).
+  rssBytes @8 :UInt64;
+  pssBytes @9 :UInt64;
+  ussBytes @10 :UInt64;              # Private_Clean + Private_Dirty
+  heapResidentBytes @11 :UInt64;     # Rss of its heap mapping
+  heapPrivatizedBytes @12 :UInt64;   # Anonymous of its heap mapping: pages a write copied
+}
+
+struct HeapInfo {
+  module @0 :Text;
+  version @1 :Text;
+  generation @2 :UInt64;
+  current @3 :Bool;          # new calls go to this generation
+  segmentBytes @4 :UInt64;
+  dataBytes @5 :UInt64;
+  checksum @6 :UInt64;
+  seals @7 :List(Text);      # "seal", "shrink", "grow", "write"
+  mappers @8 :UInt32;        # processes that map it (workers and the zygote)
+  residentBytes @9 :UInt64;  # sum of the mapping's Rss over mappers
+  pssBytes @10 :UInt64;      # sum of Pss: the heap's actual share of RAM
+  privatizedBytes @11 :UInt64;  # sum of Anonymous: bytes copied out of sharing
+}
+
+struct ModuleInfo {
+  name @0 :Text;
+  version @1 :Text;
+  generation @2 :UInt64;
+  state @3 :Text;            # ready | reloading | failed
+  reason @4 :Text;           # why it failed, or why the last reload failed
+  heapBytes @5 :UInt64;
+  workersReady @6 :UInt32;
+  workersBusy @7 :UInt32;
+  workersTarget @8 :UInt32;
+  calls @9 :UInt64;
+  restarts @10 :UInt64;
 }
 
 interface Control {
@@ -28,4 +63,10 @@ interface Control {
        -> (reply :Call.Reply, workerPid :Int32, hostError :Bool);
   # hostError: the host answered itself (no such module, limits, a worker died, deadline),
   # rather than passing on the module's reply.
+
+  # Builds and switches to a new generation of `module`; fails (leaving the old one serving)
+  # with the reason.
+  reload @2 (module :Text) -> (generation :UInt64);
+  heap @3 (module :Text) -> (heaps :List(HeapInfo));  # module "" = every module
+  modules @4 () -> (modules :List(ModuleInfo));
 }

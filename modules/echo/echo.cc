@@ -1,6 +1,6 @@
 // echo: answers with a greeting read from the sealed heap, then the request body.
 //
-// The greeting is placed in the heap at build time (option "greeting", default below), so every
+// The greeting is placed in the heap at build time (data file or option "greeting"), so every
 // answer proves that the worker read the heap through its shared read-only mapping.
 #include <string>
 
@@ -10,7 +10,9 @@ namespace {
 
 struct Echo {
   static void Build(mp::HeapBuilder& heap) {
+    // The greeting: data file "greeting" (first line) if configured, else option "greeting".
     std::string greeting(heap.Option("greeting").value_or("hello from the echo heap"));
+    if (auto file = heap.DataFile("greeting")) greeting = std::string(file->substr(0, file->find('\n')));
     heap.Construct<mp::HeapString>("greeting", greeting.c_str(), heap.allocator());
   }
 

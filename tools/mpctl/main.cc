@@ -9,6 +9,7 @@
 
 #include <cstdio>
 #include <fstream>
+#include <map>
 #include <sstream>
 #include <string>
 #include <vector>
@@ -31,6 +32,10 @@ constexpr char kUsage[] =
     "  ps                       the microprocesses: pid, module, generation, state, calls\n"
     "  call MODULE [PATH]       one call to MODULE, printing status, headers and body\n"
     "       [--data STR | --file F] [--method M] [--header K:V]... [--timeout S]\n"
+    "  modules                  each module: version, generation, state, heap, workers, calls\n"
+    "  heap [MODULE]            each heap generation: size, seals, checksum, mappers,\n"
+    "                           shared (PSS) versus privatized bytes\n"
+    "  reload MODULE            build a new generation and switch to it with no failed call\n"
     "\n"
     "Options:\n"
     "  --control SOCKET         the host's control socket (default: $XDG_RUNTIME_DIR/mphost.sock\n"
@@ -40,6 +45,8 @@ constexpr char kUsage[] =
     "Examples:\n"
     "  mpctl ps\n"
     "  mpctl call echo /greet --data hello\n"
+    "  mpctl reload dict\n"
+    "  mpctl heap --json\n"
     "\n"
     "Exit codes: 0 done, 1 the host refused or the call failed, 2 usage or connection error.\n";
 
@@ -71,6 +78,112 @@ std::string Age(int64_t started_unix_ms) {
   return absl::StrCat(s / 86400, "d");
 }
 
+// 1536 → "1.5 KiB"
+std::string Size(uint64_t bytes) {
+  const char* units[] = {"B", "KiB", "MiB", "GiB", "TiB"};
+  double v = static_cast<double>(bytes);
+  int u = 0;
+  while (v >= 1024 && u < 4) {
+    v /= 1024;
+    ++u;
+  }
+  return u == 0 ? absl::StrCat(bytes, " B") : absl::StrFormat("%.1f %s", v, units[u]);
+}
+
+int Modules(control::Control::Client& ctl, kj::WaitScope& ws, const Options& opt) {
+  auto resp = ctl.modulesRequest().send().wait(ws);
+  auto mods = resp.getModules();
+  if (opt.json) {
+    std::string out = "{\"modules\":[";
+    for (size_t i = 0; i < mods.size(); ++i) {
+      auto m = mods[i];
+      absl::StrAppend(&out, i ? "," : "", "{\"name\":", JsonQuote(m.getName().cStr()),
+                      ",\"version\":", JsonQuote(m.getVersion().cStr()),
+                      ",\"generation\":", m.getGeneration(),
+                      ",\"state\":", JsonQuote(m.getState().cStr()),
+                      ",\"reason\":", JsonQuote(m.getReason().cStr()),
+                      ",\"heap_bytes\":", m.getHeapBytes(),
+                      ",\"workers_ready\":", m.getWorkersReady(),
+                      ",\"workers_busy\":", m.getWorkersBusy(),
+                      ",\"workers_target\":", m.getWorkersTarget(), ",\"calls\":", m.getCalls(),
+                      ",\"restarts\":", m.getRestarts(), "}");
+    }
+    out += "]}\n";
+    std::fputs(out.c_str(), stdout);
+    return 0;
+  }
+  std::printf("%-16s %-10s %4s %-10s %10s %13s %10s %8s  %s\n", "MODULE", "VERSION", "GEN",
+              "STATE", "HEAP", "READY/BUSY/N", "CALLS", "RESTARTS", "REASON");
+  for (auto m : mods) {
+    std::string workers = absl::StrCat(m.getWorkersReady(), "/", m.getWorkersBusy(), "/",
+                                       m.getWorkersTarget());
+    std::printf("%-16s %-10s %4llu %-10s %10s %13s %10llu %8llu  %s\n", m.getName().cStr(),
+                m.getVersion().cStr(), static_cast<unsigned long long>(m.getGeneration()),
+                m.getState().cStr(), Size(m.getHeapBytes()).c_str(), workers.c_str(),
+                static_cast<unsigned long long>(m.getCalls()),
+                static_cast<unsigned long long>(m.getRestarts()), m.getReason().cStr());
+  }
+  return 0;
+}
+
+int Heap(control::Control::Client& ctl, kj::WaitScope& ws, const Options& opt) {
+  if (opt.positional.size() > 1) return Usage("heap takes at most one MODULE");
+  auto req = ctl.heapRequest();
+  req.setModule(opt.positional.empty() ? "" : opt.positional[0]);
+  auto resp = req.send().wait(ws);
+  auto heaps = resp.getHeaps();
+  if (opt.json) {
+    std::string out = "{\"heaps\":[";
+    for (size_t i = 0; i < heaps.size(); ++i) {
+      auto h = heaps[i];
+      std::string seals;
+      for (auto s : h.getSeals()) absl::StrAppend(&seals, seals.empty() ? "" : ",", JsonQuote(s.cStr()));
+      absl::StrAppend(&out, i ? "," : "", "{\"module\":", JsonQuote(h.getModule().cStr()),
+                      ",\"version\":", JsonQuote(h.getVersion().cStr()),
+                      ",\"generation\":", h.getGeneration(),
+                      ",\"current\":", h.getCurrent() ? "true" : "false",
+                      ",\"segment_bytes\":", h.getSegmentBytes(),
+                      ",\"data_bytes\":", h.getDataBytes(),
+                      ",\"checksum\":\"", absl::StrFormat("%016x", h.getChecksum()), "\"",
+                      ",\"seals\":[", seals, "],\"mappers\":", h.getMappers(),
+                      ",\"resident_bytes\":", h.getResidentBytes(),
+                      ",\"pss_bytes\":", h.getPssBytes(),
+                      ",\"privatized_bytes\":", h.getPrivatizedBytes(), "}");
+    }
+    out += "]}\n";
+    std::fputs(out.c_str(), stdout);
+    return 0;
+  }
+  std::printf("%-16s %4s %-7s %10s %-22s %-16s %7s %10s %10s %10s\n", "MODULE", "GEN", "CURRENT",
+              "SIZE", "SEALS", "CHECKSUM", "MAPPERS", "RESIDENT", "PSS", "PRIVATIZED");
+  for (auto h : heaps) {
+    std::string seals;
+    for (auto s : h.getSeals()) absl::StrAppend(&seals, seals.empty() ? "" : ",", s.cStr());
+    std::printf("%-16s %4llu %-7s %10s %-22s %016llx %7u %10s %10s %10s\n", h.getModule().cStr(),
+                static_cast<unsigned long long>(h.getGeneration()), h.getCurrent() ? "yes" : "no",
+                Size(h.getSegmentBytes()).c_str(), seals.empty() ? "NONE" : seals.c_str(),
+                static_cast<unsigned long long>(h.getChecksum()), h.getMappers(),
+                Size(h.getResidentBytes()).c_str(), Size(h.getPssBytes()).c_str(),
+                Size(h.getPrivatizedBytes()).c_str());
+  }
+  return 0;
+}
+
+int Reload(control::Control::Client& ctl, kj::WaitScope& ws, const Options& opt) {
+  if (opt.positional.size() != 1) return Usage("reload needs one MODULE");
+  auto req = ctl.reloadRequest();
+  req.setModule(opt.positional[0]);
+  auto resp = req.send().wait(ws);
+  if (opt.json) {
+    std::printf("{\"module\":%s,\"generation\":%llu}\n", JsonQuote(opt.positional[0]).c_str(),
+                static_cast<unsigned long long>(resp.getGeneration()));
+  } else {
+    std::printf("module '%s' now serves generation %llu\n", opt.positional[0].c_str(),
+                static_cast<unsigned long long>(resp.getGeneration()));
+  }
+  return 0;
+}
+
 int Ps(control::Control::Client& ctl, kj::WaitScope& ws, const Options& opt) {
   auto resp = ctl.psRequest().send().wait(ws);
   auto workers = resp.getWorkers();
@@ -87,22 +200,29 @@ int Ps(control::Control::Client& ctl, kj::WaitScope& ws, const Options& opt) {
                       ",\"generation\":", w.getGeneration(),
                       ",\"state\":", JsonQuote(w.getState().cStr()), ",\"calls\":", w.getCalls(),
                       ",\"errors\":", w.getErrors(), ",\"started_unix_ms\":", w.getStartedUnixMs(),
+                      ",\"rss_bytes\":", w.getRssBytes(), ",\"pss_bytes\":", w.getPssBytes(),
+                      ",\"uss_bytes\":", w.getUssBytes(),
+                      ",\"heap_resident_bytes\":", w.getHeapResidentBytes(),
+                      ",\"heap_privatized_bytes\":", w.getHeapPrivatizedBytes(),
                       ",\"sandbox\":[", layers, "]}");
     }
     out += "]}\n";
     std::fputs(out.c_str(), stdout);
     return 0;
   }
-  std::printf("%-8s %-16s %4s %-9s %10s %7s %6s  %s\n", "PID", "MODULE", "GEN", "STATE", "CALLS",
-              "ERRORS", "AGE", "SANDBOX");
+  std::printf("%-8s %-16s %4s %-9s %10s %7s %6s %10s %10s %10s %10s  %s\n", "PID", "MODULE",
+              "GEN", "STATE", "CALLS", "ERRORS", "AGE", "RSS", "PSS", "USS", "HEAP-PRIV",
+              "SANDBOX");
   for (auto w : workers) {
     std::string layers;
     for (auto l : w.getSandbox()) absl::StrAppend(&layers, layers.empty() ? "" : ",", l.cStr());
-    std::printf("%-8d %-16s %4llu %-9s %10llu %7llu %6s  %s\n", w.getPid(), w.getModule().cStr(),
-                static_cast<unsigned long long>(w.getGeneration()), w.getState().cStr(),
-                static_cast<unsigned long long>(w.getCalls()),
-                static_cast<unsigned long long>(w.getErrors()),
-                Age(w.getStartedUnixMs()).c_str(), layers.c_str());
+    std::printf("%-8d %-16s %4llu %-9s %10llu %7llu %6s %10s %10s %10s %10s  %s\n", w.getPid(),
+                w.getModule().cStr(), static_cast<unsigned long long>(w.getGeneration()),
+                w.getState().cStr(), static_cast<unsigned long long>(w.getCalls()),
+                static_cast<unsigned long long>(w.getErrors()), Age(w.getStartedUnixMs()).c_str(),
+                Size(w.getRssBytes()).c_str(), Size(w.getPssBytes()).c_str(),
+                Size(w.getUssBytes()).c_str(), Size(w.getHeapPrivatizedBytes()).c_str(),
+                layers.c_str());
   }
   return 0;
 }
@@ -210,10 +330,14 @@ int Main(int argc, char** argv) {
     }
   }
   if (opt.command.empty()) return Usage("no command given");
-  if (opt.command != "ps" && opt.command != "call") {
-    return Usage(absl::StrCat("unknown command '", opt.command, "'"));
+  using Command = int (*)(control::Control::Client&, kj::WaitScope&, const Options&);
+  const std::map<std::string, Command> commands = {
+      {"ps", &Ps}, {"call", &Call}, {"modules", &Modules}, {"heap", &Heap}, {"reload", &Reload}};
+  auto command = commands.find(opt.command);
+  if (command == commands.end()) return Usage(absl::StrCat("unknown command '", opt.command, "'"));
+  if ((opt.command == "ps" || opt.command == "modules") && !opt.positional.empty()) {
+    return Usage(absl::StrCat(opt.command, " takes no arguments"));
   }
-  if (opt.command == "ps" && !opt.positional.empty()) return Usage("ps takes no arguments");
 
   auto io = kj::setupAsyncIo();
   kj::Own<kj::AsyncIoStream> connection;
@@ -233,7 +357,7 @@ int Main(int argc, char** argv) {
   auto ctl = client.bootstrap().castAs<control::Control>();
   int rc = 2;
   KJ_IF_MAYBE(e, kj::runCatchingExceptions([&] {
-                rc = opt.command == "ps" ? Ps(ctl, io.waitScope, opt) : Call(ctl, io.waitScope, opt);
+                rc = command->second(ctl, io.waitScope, opt);
               })) {
     if (e->getType() == kj::Exception::Type::DISCONNECTED) {
       std::fprintf(stderr,
@@ -242,7 +366,9 @@ int Main(int argc, char** argv) {
                    opt.control.c_str());
       return 2;
     }
-    std::fprintf(stderr, "mpctl: %s failed: %s\n", opt.command.c_str(), e->getDescription().cStr());
+    std::string what = e->getDescription().cStr();
+    if (what.rfind("remote exception: ", 0) == 0) what = what.substr(18);
+    std::fprintf(stderr, "mpctl: %s failed: %s\n", opt.command.c_str(), what.c_str());
     return 1;
   }
   return rc;
