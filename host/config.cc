@@ -181,6 +181,15 @@ absl::StatusOr<HostConfig> ParseConfig(absl::string_view json, absl::string_view
     mc.max_body_bytes = uint64_t{m.getMaxBodyKb()} << 10;
     mc.call_timeout_ms = m.getCallTimeoutMs();
     if (mc.call_timeout_ms < 1) return FieldError(source, field + ".callTimeoutMs", "must be > 0");
+    const std::string mode = S(m.getHeapMode());
+    if (mode != "readonly" && mode != "cow") {
+      return FieldError(source, field + ".heapMode", absl::StrCat("'", mode, "' must be readonly or cow"));
+    }
+    mc.heap_copy_on_write = mode == "cow";
+    mc.build_timeout_ms = m.getBuildTimeoutMs();
+    if (mc.build_timeout_ms < 1 || mc.build_timeout_ms > 3600000) {
+      return FieldError(source, field + ".buildTimeoutMs", "must be between 1 and 3600000");
+    }
     for (auto o : m.getOptions()) mc.options.emplace_back(S(o.getKey()), S(o.getValue()));
     for (auto d : m.getDataFiles()) {
       std::string path = S(d.getValue());

@@ -21,6 +21,8 @@ struct ModuleConfig {
   std::vector<std::pair<std::string, std::string>> data_files;  // name → absolute path
   uint64_t max_body_bytes = 256ull << 10;
   uint32_t call_timeout_ms = 10000;
+  uint32_t build_timeout_ms = 60000;
+  bool heap_copy_on_write = false;  // heapMode "cow"
 };
 
 struct HostConfig {

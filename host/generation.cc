@@ -6,6 +6,7 @@
 #include <sys/socket.h>
 #include <unistd.h>
 
+#include <chrono>
 #include <cstring>
 
 #include "absl/strings/str_cat.h"
@@ -22,13 +23,22 @@ namespace {
 using microproc::kHelperHeapFd;
 using microproc::kHelperSocketFd;
 
-// Reads the builder's one-line result, waiting at most `timeout_ms` in total.
-std::string ReadResultLine(int fd, int timeout_ms) {
+// Reads the builder's one-line result, waiting at most `timeout_ms` in total; sets
+// `*timed_out` if the time ran out first.
+std::string ReadResultLine(int fd, int timeout_ms, bool* timed_out) {
   std::string line;
   char buf[512];
+  const auto deadline = std::chrono::steady_clock::now() + std::chrono::milliseconds(timeout_ms);
   while (line.size() < 4096 && line.find('\n') == std::string::npos) {
+    const auto left = std::chrono::duration_cast<std::chrono::milliseconds>(
+                          deadline - std::chrono::steady_clock::now())
+                          .count();
     pollfd p{fd, POLLIN, 0};
-    if (RetryEintr([&] { return ::poll(&p, 1, timeout_ms); }) <= 0) break;
+    if (left <= 0 || RetryEintr([&] { return ::poll(&p, 1, static_cast<int>(left)); }) == 0) {
+      *timed_out = true;
+      break;
+    }
+    if ((p.revents & POLLIN) == 0 && (p.revents & (POLLHUP | POLLERR)) != 0) break;
     ssize_t n = RetryEintr([&] { return ::read(fd, buf, sizeof buf); });
     if (n <= 0) break;
     line.append(buf, static_cast<size_t>(n));
@@ -86,20 +96,25 @@ absl::StatusOr<BuiltHeap> BuildHeap(const ModuleConfig& config, uint64_t number,
   data_fds.clear();
   if (!builder.ok()) return builder.status();
   result_write.reset();
-  std::string line = ReadResultLine(result_read.get(), build_timeout_ms);
-  ExitInfo exit = ReapWithin(builder->pidfd.get(), line.empty() ? 0 : build_timeout_ms);
-  if (absl::StartsWith(line, "error ")) return absl::FailedPreconditionError(line.substr(6));
+  bool timed_out = false;
+  std::string line = ReadResultLine(result_read.get(), build_timeout_ms, &timed_out);
+  ExitInfo exit = ReapWithin(builder->pidfd.get(), timed_out ? 0 : build_timeout_ms);
+  if (absl::StartsWith(line, "invalid ")) return absl::InvalidArgumentError(line.substr(8));
+  if (absl::StartsWith(line, "error ")) return absl::AbortedError(line.substr(6));
+  if (timed_out) {
+    return absl::DeadlineExceededError(
+        absl::StrCat(who, ": build did not finish within ", build_timeout_ms,
+                     " ms (buildTimeoutMs); the builder was killed"));
+  }
   if (!absl::StartsWith(line, "ok") || exit.signal != 0 || exit.exit_code != 0) {
-    return absl::FailedPreconditionError(
-        absl::StrCat(who, ": build process ", exit.Describe(),
-                     exit.signal == SIGKILL ? " (time limit or memory)" : "",
-                     " without reporting a result"));
+    return absl::AbortedError(
+        absl::StrCat(who, ": build process ", exit.Describe(), " without reporting a result"));
   }
   std::string version(absl::StripPrefix(line, "ok "));
 
   // 2. Validate, checksum and seal.
   auto info = shm::FinishHeap(*segment, config.name, version, MP_MODULE_ABI_VERSION, number);
-  if (!info.ok()) return absl::Status(info.status().code(), absl::StrCat(who, ": ", info.status().message()));
+  if (!info.ok()) return absl::AbortedError(absl::StrCat(who, ": ", info.status().message()));
   return BuiltHeap{*std::move(segment), *std::move(info)};
 }
 
@@ -115,7 +130,9 @@ absl::StatusOr<std::unique_ptr<Generation>> Generation::Start(const ModuleConfig
     return ErrnoStatus("socketpair", errno);
   }
   UniqueFd ours(sv[0]), theirs(sv[1]);
-  auto zygote = SpawnHelper(helpers.zygote, {"--module", config.name, "--plugin", config.plugin},
+  auto zygote = SpawnHelper(helpers.zygote,
+                            {"--module", config.name, "--plugin", config.plugin, "--heap-mode",
+                             config.heap_copy_on_write ? "cow" : "readonly"},
                             {{theirs.get(), kHelperSocketFd}, {segment->fd(), kHelperHeapFd}});
   if (!zygote.ok()) return zygote.status();
   theirs.reset();

@@ -9,6 +9,7 @@
 #include <fstream>
 
 #include "absl/strings/str_cat.h"
+#include "absl/strings/strip.h"
 #include "host/json.h"
 #include "host/log.h"
 #include "host/process.h"
@@ -144,7 +145,7 @@ kj::Promise<absl::StatusOr<uint64_t>> Supervisor::Reload(absl::string_view modul
   box->fulfiller = kj::mv(paf.fulfiller);
   m.build_thread = std::thread([box, config = m.config, number, helpers = helpers_]() {
     box->fulfiller->fulfill(kj::heap<BuildResult>(
-        BuildResult{BuildHeap(config, number, helpers, 120000)}));
+        BuildResult{BuildHeap(config, number, helpers, config.build_timeout_ms)}));
   });
   return paf.promise.then([this, &m](kj::Own<BuildResult> built) -> absl::StatusOr<uint64_t> {
     m.build_thread.join();
@@ -238,30 +239,54 @@ void Supervisor::taskFailed(kj::Exception&& exception) {
   LogEvent("internal_error", {{"what", exception.getDescription().cStr()}});
 }
 
+namespace {
+// A build that failed on its own terms (crash, throw, time limit, heap full) fails only its
+// module; a plugin or config that cannot work at all stops startup.
+bool IsBuildFailure(const absl::Status& s) {
+  return s.code() == absl::StatusCode::kAborted || s.code() == absl::StatusCode::kDeadlineExceeded;
+}
+}  // namespace
+
 absl::Status Supervisor::Start() {
+  size_t failed = 0;
+  absl::Status last_failure;
   for (const ModuleConfig& mc : config_.modules) {
     auto m = std::make_unique<Module>();
     m->config = mc;
     m->ring_capacity = RingCapacityFor(mc.max_body_bytes);
-    auto gen = Generation::Create(mc, m->next_generation++, helpers_, 60000);
-    if (!gen.ok()) return gen.status();
-    m->generation = *std::move(gen);
-    const auto& heap = m->generation->heap();
+    Module& ref = *m;
+    modules_.emplace(mc.name, std::move(m));
+    auto gen = Generation::Create(mc, ref.next_generation++, helpers_, mc.build_timeout_ms);
+    if (!gen.ok()) {
+      if (!IsBuildFailure(gen.status())) return gen.status();
+      ref.failed = true;
+      ref.failed_reason = std::string(
+          absl::StripPrefix(gen.status().message(), absl::StrCat("module '", mc.name, "': ")));
+      LogEvent("module_failed", {{"module", mc.name}, {"reason", ref.failed_reason}});
+      last_failure = gen.status();
+      ++failed;
+      continue;
+    }
+    ref.generation = *std::move(gen);
+    const auto& heap = ref.generation->heap();
     LogEvent("module_loaded", {{"module", mc.name},
                                {"version", heap.module_version},
                                {"generation", absl::StrCat(heap.generation)},
                                {"heap_bytes", absl::StrCat(heap.segment_bytes)},
                                {"checksum", absl::StrCat(absl::Hex(heap.checksum))}});
-    Module& ref = *m;
-    modules_.emplace(mc.name, std::move(m));
     for (uint32_t i = 0; i < mc.workers; ++i) {
       if (auto s = SpawnWorker(ref); !s.ok()) return s;
     }
+  }
+  if (failed == config_.modules.size()) {
+    return absl::Status(last_failure.code(),
+                        absl::StrCat("no module could be built; last: ", last_failure.message()));
   }
   return absl::OkStatus();
 }
 
 absl::Status Supervisor::SpawnWorker(Module& m) {
+  if (!m.generation) return absl::FailedPreconditionError("module has no generation");
   auto w = std::make_unique<Worker>();
   w->id = next_worker_id_++;
   w->module = &m;
@@ -377,7 +402,7 @@ void Supervisor::Dispatch(Module& m) {
   while (!m.queue.empty()) {
     Worker* idle = nullptr;
     for (auto& w : m.workers) {
-      if (w->state == Worker::State::kReady && w->end_cause.empty() &&
+      if (w->state == Worker::State::kReady && w->end_cause.empty() && m.generation &&
           w->generation == m.generation->number()) {
         if (idle == nullptr || w->calls < idle->calls) idle = w.get();
       }
@@ -601,7 +626,7 @@ void Supervisor::ScheduleRestart(Module& m) {
   ++m.restarts_total;
   const auto delay = (50 << std::min<size_t>(m.restarts.size(), 5)) * kj::MILLISECONDS;
   tasks_.add(timer_.afterDelay(delay).then([this, &m]() {
-    if (stopping_ || m.failed) return;
+    if (stopping_ || m.failed || !m.generation) return;
     if (auto s = SpawnWorker(m); !s.ok()) {
       LogEvent("worker_spawn_failed", {{"module", m.config.name}, {"error", s.message()}});
       ScheduleRestart(m);

@@ -78,15 +78,20 @@ int GetDataFile(mp_build_ctx* ctx, const char* name, const void** data, uint64_t
 
 void Fail(mp_build_ctx* ctx, const char* message) { From(ctx)->failure = message ? message : ""; }
 
-[[noreturn]] void Report(bool ok, const std::string& text) {
+// Result kinds: "ok VERSION"; "invalid MESSAGE" (the plugin or the setup is unusable: a
+// configuration error); "error MESSAGE" (the module's build failed).
+enum class Result { kOk, kInvalid, kError };
+
+[[noreturn]] void Report(Result kind, const std::string& text) {
   std::string flat = text;
   for (char& c : flat) {
     if (c == '\n') c = ' ';  // one line, whatever the module said
   }
-  std::string line = absl::StrCat(ok ? "ok " : "error ", flat, "\n");
+  const char* tag = kind == Result::kOk ? "ok " : kind == Result::kInvalid ? "invalid " : "error ";
+  std::string line = absl::StrCat(tag, flat, "\n");
   ssize_t unused = ::write(mp::microproc::kHelperSocketFd, line.data(), line.size());
   (void)unused;
-  _exit(ok ? 0 : 1);
+  _exit(kind == Result::kOk ? 0 : 1);
 }
 
 }  // namespace
@@ -106,33 +111,33 @@ int main(int argc, char** argv) {
       state.options[value.substr(0, eq)] = eq == std::string::npos ? "" : value.substr(eq + 1);
     } else if (flag == "--data") {
       auto eq = value.find('=');
-      if (eq == std::string::npos) Report(false, "mp-builder: --data needs NAME=FD");
+      if (eq == std::string::npos) Report(Result::kInvalid, "mp-builder: --data needs NAME=FD");
       data_fds[value.substr(0, eq)] = std::atoi(value.c_str() + eq + 1);
     } else {
-      Report(false, absl::StrCat("mp-builder: unknown flag ", flag));
+      Report(Result::kInvalid, absl::StrCat("mp-builder: unknown flag ", flag));
     }
   }
-  if (module.empty() || plugin.empty()) Report(false, "mp-builder: --module and --plugin are required");
+  if (module.empty() || plugin.empty()) Report(Result::kInvalid, "mp-builder: --module and --plugin are required");
   for (auto s : {mp::microproc::SetParentDeathSignal(), mp::microproc::SetNoNewPrivs(),
                  mp::microproc::ApplyRlimits(0, 64)}) {
-    if (!s.ok()) Report(false, std::string(s.message()));
+    if (!s.ok()) Report(Result::kInvalid, std::string(s.message()));
   }
 
   auto heap = mp::shm::Segment::Adopt(mp::UniqueFd(mp::microproc::kHelperHeapFd), "heap");
-  if (!heap.ok()) Report(false, std::string(heap.status().message()));
+  if (!heap.ok()) Report(Result::kInvalid, std::string(heap.status().message()));
   auto map = heap->MapShared(PROT_READ | PROT_WRITE);
-  if (!map.ok()) Report(false, std::string(map.status().message()));
+  if (!map.ok()) Report(Result::kInvalid, std::string(map.status().message()));
   state.header = static_cast<HeapHeader*>(map->data());
   std::memset(state.header, 0, sizeof(HeapHeader));
 
   std::vector<mp::shm::Mapping> data_maps;
   for (const auto& [name, fd] : data_fds) {
     auto file = mp::shm::Segment::Adopt(mp::UniqueFd(fd), name);
-    if (!file.ok()) Report(false, absl::StrCat("module '", module, "': data file '", name, "': ", file.status().message()));
+    if (!file.ok()) Report(Result::kInvalid, absl::StrCat("module '", module, "': data file '", name, "': ", file.status().message()));
     DataFile& df = state.data_files[name];
     if (file->size() > 0) {
       auto m = mp::shm::Mapping::Map(file->fd(), file->size(), PROT_READ, MAP_PRIVATE, name);
-      if (!m.ok()) Report(false, absl::StrCat("module '", module, "': data file '", name, "': ", m.status().message()));
+      if (!m.ok()) Report(Result::kInvalid, absl::StrCat("module '", module, "': data file '", name, "': ", m.status().message()));
       df.data = m->data();
       df.size = m->size();
       data_maps.push_back(*std::move(m));
@@ -142,7 +147,7 @@ int main(int argc, char** argv) {
   }
 
   auto loaded = mp::microproc::LoadPlugin(module, plugin);
-  if (!loaded.ok()) Report(false, std::string(loaded.status().message()));
+  if (!loaded.ok()) Report(Result::kInvalid, std::string(loaded.status().message()));
 
   state.ctx.data = map->bytes() + mp::shm::kHeapHeaderBytes;
   state.ctx.capacity = map->size() - mp::shm::kHeapHeaderBytes;
@@ -152,18 +157,21 @@ int main(int argc, char** argv) {
   state.ctx.fail = &Fail;
   state.ctx.data_file = &GetDataFile;
   state.ctx.host = &state;
+  // From here on module code runs: it may not create processes or open anything. A child that
+  // outlived the builder could keep the heap memfd and resize it under the supervisor.
+  if (auto s = mp::microproc::InstallBuilderSeccomp(); !s.ok()) Report(Result::kInvalid, std::string(s.message()));
   int rc = loaded->module->build(&state.ctx);
   if (rc != 0) {
-    Report(false, absl::StrCat("module '", module, "': build failed: ",
+    Report(Result::kError, absl::StrCat("module '", module, "': build failed: ",
                                state.failure.empty() ? "(no reason given)" : state.failure));
   }
   for (const auto& [key, value] : state.options) {
     if (state.options_asked.count(key) == 0) {
-      Report(false, absl::StrCat("module '", module, "': unknown option '", key,
+      Report(Result::kInvalid, absl::StrCat("module '", module, "': unknown option '", key,
                                  "' (the module never reads it)"));
     }
   }
   if (!state.used_set) state.header->data_bytes = state.ctx.capacity;  // a C module may not say
   const char* version = loaded->module->version ? loaded->module->version : "";
-  Report(true, std::string(version, strnlen(version, 31)));
+  Report(Result::kOk, std::string(version, strnlen(version, 31)));
 }

@@ -34,6 +34,11 @@ absl::Status SetParentDeathSignal();
 // with SIGSYS. Allocates while building the filter, so call before serving.
 absl::Status InstallWorkerSeccomp(const SeccompTarget& target);
 
+// The builder's filter: everything is allowed but creating processes (fork, vfork, clone
+// without CLONE_THREAD, clone3), exec, ptrace, and opening files or sockets (the builder gets
+// descriptors for all it may read). Forbidden calls kill the builder with SIGSYS.
+absl::Status InstallBuilderSeccomp();
+
 // Names of the layers applied by the sandbox, as `mpctl ps` lists them.
 std::vector<std::string> SandboxLayerNames();
 

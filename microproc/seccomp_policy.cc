@@ -2,7 +2,9 @@
 // here because the worker loop, the C/C++ runtime or a well-behaved module handler needs it
 // after the sandbox is in place. Anything that reaches outside the process (files, sockets,
 // processes, signals to others, exec, ptrace) is absent on purpose.
+#include <errno.h>
 #include <fcntl.h>
+#include <sched.h>
 #include <seccomp.h>
 #include <signal.h>
 #include <sys/mman.h>
@@ -16,7 +18,8 @@ namespace {
 
 class Filter {
  public:
-  Filter() : ctx_(seccomp_init(SCMP_ACT_KILL_PROCESS)) {}
+  explicit Filter(uint32_t default_action = SCMP_ACT_KILL_PROCESS)
+      : ctx_(seccomp_init(default_action)) {}
   ~Filter() {
     if (ctx_ != nullptr) seccomp_release(ctx_);
   }
@@ -26,13 +29,18 @@ class Filter {
   // Allows `name` when every comparison in `args` holds.
   template <typename... Cmp>
   void Allow(const char* name, Cmp... args) {
+    Add(SCMP_ACT_ALLOW, name, args...);
+  }
+
+  template <typename... Cmp>
+  void Add(uint32_t action, const char* name, Cmp... args) {
     if (!status_.ok()) return;
     int nr = seccomp_syscall_resolve_name(name);
     if (nr == __NR_SCMP_ERROR) {
       status_ = absl::InternalError(absl::StrCat("seccomp: unknown syscall ", name));
       return;
     }
-    int rc = seccomp_rule_add(ctx_, SCMP_ACT_ALLOW, nr, sizeof...(args), args...);
+    int rc = seccomp_rule_add(ctx_, action, nr, sizeof...(args), args...);
     if (rc != 0) status_ = absl::InternalError(absl::StrCat("seccomp_rule_add(", name, "): ", rc));
   }
 
@@ -85,6 +93,20 @@ absl::Status InstallWorkerSeccomp(const SeccompTarget& target) {
   // Leaving.
   f.Allow("exit");
   f.Allow("exit_group");
+  return f.Load();
+}
+
+absl::Status InstallBuilderSeccomp() {
+  Filter f(SCMP_ACT_ALLOW);
+  for (const char* name : {"fork", "vfork", "execve", "execveat", "ptrace", "open", "openat",
+                           "openat2", "creat", "socket", "socketpair", "connect", "bind",
+                           "process_vm_writev", "process_vm_readv", "kill", "tkill"}) {
+    f.Add(SCMP_ACT_KILL_PROCESS, name);
+  }
+  // Threads are fine (CLONE_THREAD); new processes are not.
+  f.Add(SCMP_ACT_KILL_PROCESS, "clone", SCMP_A0(SCMP_CMP_MASKED_EQ, CLONE_THREAD, 0));
+  // clone3 passes its flags in memory, out of the filter's reach: make glibc fall back to clone.
+  f.Add(SCMP_ACT_ERRNO(ENOSYS), "clone3");
   return f.Load();
 }
 

@@ -67,10 +67,12 @@ void SendHello(bool ok, absl::string_view version, absl::string_view message) {
 
 int Main(int argc, char** argv) {
   std::string module, plugin_path;
+  bool copy_on_write = false;
   for (int i = 1; i + 1 < argc; i += 2) {
     std::string flag = argv[i];
     if (flag == "--module") module = argv[i + 1];
     if (flag == "--plugin") plugin_path = argv[i + 1];
+    if (flag == "--heap-mode") copy_on_write = std::string(argv[i + 1]) == "cow";
   }
   if (auto s = SetParentDeathSignal(); !s.ok()) Die(module, s);
   const pid_t host_pid = ::getppid();
@@ -85,8 +87,9 @@ int Main(int argc, char** argv) {
     return 1;
   }
   // Private and read-only: a stray write faults, and even a later mprotect could only ever
-  // produce a private copy; the memfd itself is sealed against writes.
-  auto mapping = segment->MapPrivate(PROT_READ);
+  // produce a private copy; the memfd itself is sealed against writes. In copy-on-write mode
+  // the mapping is writable, and a write copies that page into the writing process only.
+  auto mapping = segment->MapPrivate(copy_on_write ? PROT_READ | PROT_WRITE : PROT_READ);
   if (!mapping.ok()) {
     SendHello(false, "", mapping.status().message());
     return 1;

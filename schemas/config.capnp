@@ -20,6 +20,9 @@ struct Module {
   maxBodyKb @5 :UInt32 = 256;  # largest request or reply body
   callTimeoutMs @6 :UInt32 = 10000;  # a call not answered by then fails with 504
   dataFiles @7 :List(Option);  # in JSON: {"name": "path"}; opened read-only for the build
+  buildTimeoutMs @8 :UInt32 = 60000;  # a build running longer is killed; the module fails
+  heapMode @9 :Text = "readonly";  # "readonly", or "cow": private writable pages for scratch
+                                   # writes, each copied into the writing worker only
 }
 
 struct Option {

@@ -157,13 +157,26 @@ namespace internal {
 
 template <typename M>
 int Build(mp_build_ctx* ctx) {
+  std::optional<HeapBuilder> builder;
+  // Whatever the module threw, say so plainly when the real cause is a full heap.
+  auto heap_full = [&] {
+    return builder && builder->segment().get_free_memory() < ctx->capacity / 16 + 4096;
+  };
+  auto full_hint = [&] {
+    return " (the heap is full: the build needs more than its " +
+           std::to_string(ctx->capacity >> 20) + " MiB; raise maxHeapMb)";
+  };
   try {
-    HeapBuilder builder(ctx);
-    M::Build(builder);
-    builder.Finish();
+    builder.emplace(ctx);
+    M::Build(*builder);
+    builder->Finish();
     return 0;
+  } catch (const bip::bad_alloc&) {
+    ctx->fail(ctx, ("out of heap memory" + full_hint()).c_str());
+  } catch (const std::length_error& e) {  // a heap container asked for more than the heap holds
+    ctx->fail(ctx, (std::string(e.what()) + full_hint()).c_str());
   } catch (const std::exception& e) {
-    ctx->fail(ctx, e.what());
+    ctx->fail(ctx, (std::string(e.what()) + (heap_full() ? full_hint() : "")).c_str());
   } catch (...) {
     ctx->fail(ctx, "build threw a non-standard exception");
   }
