@@ -12,6 +12,7 @@
 
 #include <boost/interprocess/allocators/allocator.hpp>
 #include <boost/interprocess/containers/string.hpp>
+#include <boost/interprocess/containers/map.hpp>
 #include <boost/interprocess/containers/vector.hpp>
 #include <boost/interprocess/managed_external_buffer.hpp>
 #include <cstring>
@@ -34,7 +35,87 @@ using HeapString = bip::basic_string<char, std::char_traits<char>, HeapAllocator
 template <typename T>
 using HeapVector = bip::vector<T, HeapAllocator<T>>;
 
+// An ordered map in the heap, e.g. HeapMap<uint64_t, HeapString>.
+template <typename K, typename V, typename Compare = std::less<K>>
+using HeapMap = bip::map<K, V, Compare, HeapAllocator<std::pair<const K, V>>>;
+
 inline std::string_view View(mp_str s) { return {s.data, s.size}; }
+inline std::string_view View(const HeapString& s) { return {s.data(), s.size()}; }
+
+// A hash index from byte strings to 64-bit values, built once and then only read: open
+// addressing with linear probing over a power-of-two table (load ≤ 1/2), keys copied into one
+// heap blob. Find() takes a string_view and allocates nothing.
+class HeapHashIndex {
+ public:
+  explicit HeapHashIndex(const HeapAllocator<char>& alloc)
+      : keys_(alloc), slots_(HeapAllocator<Slot>(alloc.get_segment_manager())) {}
+
+  // Replaces the contents with `entries`; a repeated key keeps its last value.
+  template <typename Entries>  // a range of std::pair<std::string_view, uint64_t>
+  void Build(const Entries& entries) {
+    size_t n = 0, bytes = 0;
+    for (const auto& e : entries) {
+      ++n;
+      bytes += e.first.size();
+    }
+    size_t capacity = 16;
+    while (capacity < 2 * n) capacity *= 2;
+    keys_.clear();
+    keys_.reserve(bytes);
+    slots_.assign(capacity, Slot{});
+    count_ = 0;
+    for (const auto& [key, value] : entries) {
+      const uint64_t h = Hash(key);
+      for (uint64_t i = h & (capacity - 1);; i = (i + 1) & (capacity - 1)) {
+        Slot& s = slots_[i];
+        if (s.used && s.hash == h && KeyAt(s) == key) {
+          s.value = value;
+          break;
+        }
+        if (!s.used) {
+          s = Slot{h, keys_.size(), static_cast<uint32_t>(key.size()), 1, value};
+          keys_.insert(keys_.end(), key.begin(), key.end());
+          ++count_;
+          break;
+        }
+      }
+    }
+  }
+
+  std::optional<uint64_t> Find(std::string_view key) const {
+    if (slots_.empty()) return std::nullopt;
+    const uint64_t h = Hash(key);
+    const uint64_t mask = slots_.size() - 1;
+    for (uint64_t i = h & mask;; i = (i + 1) & mask) {
+      const Slot& s = slots_[i];
+      if (!s.used) return std::nullopt;
+      if (s.hash == h && KeyAt(s) == key) return s.value;
+    }
+  }
+
+  size_t size() const { return count_; }
+
+  // FNV-1a, 64-bit: stable across processes and builds (the table outlives the builder).
+  static uint64_t Hash(std::string_view s) {
+    uint64_t h = 0xcbf29ce484222325ull;
+    for (unsigned char c : s) h = (h ^ c) * 0x100000001b3ull;
+    return h;
+  }
+
+ private:
+  struct Slot {
+    uint64_t hash = 0;
+    uint64_t key_offset = 0;
+    uint32_t key_size = 0;
+    uint32_t used = 0;
+    uint64_t value = 0;
+  };
+  std::string_view KeyAt(const Slot& s) const { return {keys_.data() + s.key_offset, s.key_size}; }
+
+  HeapVector<char> keys_;
+  HeapVector<Slot> slots_;
+  uint64_t count_ = 0;
+};
 
 // Fills a heap during build. Lives in the builder process only.
 class HeapBuilder {
@@ -53,6 +134,17 @@ class HeapBuilder {
       throw std::length_error(std::string("heap root table full or name too long: ") + name);
     }
     return obj;
+  }
+
+  // Copies `bytes` into the heap, `align`-aligned, and records them as root `name`. Use it for
+  // Cap'n Proto flat arrays (see <mp/heap_capnp.hpp>) or any blob read in place.
+  void StoreBytes(const char* name, std::string_view bytes, size_t align = 8) {
+    void* p = segment_.allocate_aligned(bytes.size() ? bytes.size() : 1, align);
+    if (!bytes.empty()) std::memcpy(p, bytes.data(), bytes.size());
+    const auto offset = static_cast<uint64_t>(static_cast<char*>(p) - static_cast<char*>(ctx_->data));
+    if (ctx_->set_root(ctx_, name, offset, bytes.size()) != 0) {
+      throw std::length_error(std::string("heap root table full or name too long: ") + name);
+    }
   }
 
   // An allocator for heap containers: HeapString(s, builder.allocator()).
@@ -95,6 +187,13 @@ class Heap {
     uint64_t size = 0;
     const void* p = heap_->find_root(heap_, name, &size);
     return (p != nullptr && size >= sizeof(T)) ? static_cast<const T*>(p) : nullptr;
+  }
+  // The bytes of root `name` (as stored by StoreBytes or Construct), if any.
+  std::optional<std::string_view> FindBytes(const char* name) const {
+    uint64_t size = 0;
+    const void* p = heap_->find_root(heap_, name, &size);
+    if (p == nullptr) return std::nullopt;
+    return std::string_view(static_cast<const char*>(p), size);
   }
   uint64_t size() const { return heap_->size; }
 
