@@ -186,6 +186,13 @@ absl::StatusOr<HostConfig> ParseConfig(absl::string_view json, absl::string_view
       return FieldError(source, field + ".heapMode", absl::StrCat("'", mode, "' must be readonly or cow"));
     }
     mc.heap_copy_on_write = mode == "cow";
+    mc.max_restarts = m.getMaxRestarts();
+    if (m.getWorkerMemoryMb() < 16) {
+      return FieldError(source, field + ".workerMemoryMb", "must be at least 16");
+    }
+    mc.worker_memory_bytes = uint64_t{m.getWorkerMemoryMb()} << 20;
+    mc.restart_window_ms = m.getRestartWindowMs();
+    if (mc.restart_window_ms < 1) return FieldError(source, field + ".restartWindowMs", "must be > 0");
     mc.build_timeout_ms = m.getBuildTimeoutMs();
     if (mc.build_timeout_ms < 1 || mc.build_timeout_ms > 3600000) {
       return FieldError(source, field + ".buildTimeoutMs", "must be between 1 and 3600000");

@@ -17,6 +17,12 @@
 namespace mp::host {
 namespace {
 
+// Fails the RPC with `s`'s message: mpctl prints it and exits 1.
+[[noreturn]] void Refuse(const absl::Status& s) {
+  throw kj::Exception(kj::Exception::Type::FAILED, __FILE__, __LINE__,
+                      kj::str(std::string(s.message()).c_str()));
+}
+
 class ControlImpl final : public control::Control::Server {
  public:
   explicit ControlImpl(Supervisor& supervisor) : supervisor_(supervisor) {}
@@ -49,11 +55,16 @@ class ControlImpl final : public control::Control::Server {
   kj::Promise<void> reload(ReloadContext context) override {
     std::string module = context.getParams().getModule().cStr();
     return supervisor_.Reload(module).then([context](absl::StatusOr<uint64_t> r) mutable {
-      if (!r.ok()) {
-        throw kj::Exception(kj::Exception::Type::FAILED, __FILE__, __LINE__,
-                            kj::str(std::string(r.status().message()).c_str()));
-      }
+      if (!r.ok()) Refuse(r.status());
       context.getResults().setGeneration(*r);
+    });
+  }
+
+  kj::Promise<void> restart(RestartContext context) override {
+    std::string module = context.getParams().getModule().cStr();
+    return supervisor_.Restart(module).then([context](absl::StatusOr<uint64_t> r) mutable {
+      if (!r.ok()) Refuse(r.status());
+      context.getResults().setWorkers(*r);
     });
   }
 

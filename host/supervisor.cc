@@ -13,6 +13,8 @@
 #include "host/json.h"
 #include "host/log.h"
 #include "host/process.h"
+#include "microproc/sandbox.h"
+#include "microproc/worker.h"
 #include "schemas/call.capnp.h"
 
 namespace mp::host {
@@ -20,9 +22,6 @@ namespace {
 
 constexpr uint32_t kSpinIterations = 2000;
 constexpr size_t kMaxQueuedCalls = 1024;
-constexpr int kRestartWindowMs = 10000;
-constexpr size_t kMaxRestartsInWindow = 5;
-constexpr uint64_t kWorkerAddressBudget = 1ull << 30;  // RLIMIT_AS = heap + rings + this
 
 int64_t NowUnixMs() {
   timeval tv;
@@ -203,6 +202,40 @@ void Supervisor::ReloadAll() {
   }
 }
 
+kj::Promise<absl::StatusOr<uint64_t>> Supervisor::Restart(absl::string_view module) {
+  auto it = modules_.find(module);
+  if (it == modules_.end()) {
+    return absl::StatusOr<uint64_t>(
+        absl::NotFoundError(absl::StrCat("no module named '", module, "'")));
+  }
+  Module& m = *it->second;
+  if (!m.generation) {  // never built: build it now
+    return Reload(module).then([&m](absl::StatusOr<uint64_t> r) -> absl::StatusOr<uint64_t> {
+      if (!r.ok()) return r.status();
+      return m.config.workers;
+    });
+  }
+  m.failed = false;
+  m.failed_reason.clear();
+  m.restarts.clear();
+  for (auto& w : m.workers) {
+    w->retiring = true;
+    if (w->state == Worker::State::kReady && !w->fulfiller) StopWorker(*w);
+  }
+  uint32_t started = 0;
+  absl::Status error;
+  for (uint32_t i = 0; i < m.config.workers; ++i) {
+    if (auto s = SpawnWorker(m); s.ok()) {
+      ++started;
+    } else {
+      error = s;
+    }
+  }
+  LogEvent("module_restarted", {{"module", m.config.name}, {"workers", absl::StrCat(started)}});
+  if (started == 0) return absl::StatusOr<uint64_t>(error);
+  return absl::StatusOr<uint64_t>(started);
+}
+
 void Supervisor::StopWorker(Worker& w) {
   if (!w.end_cause.empty()) return;
   w.retiring = true;
@@ -303,7 +336,8 @@ absl::Status Supervisor::SpawnWorker(Module& m) {
   w->requests = w->ring->RequestWriter();
   w->responses = w->ring->ResponseReader();
   const uint64_t address_space =
-      m.generation->heap().segment_bytes + 2 * w->ring->segment().size() + kWorkerAddressBudget;
+      m.generation->heap().segment_bytes + 2 * w->ring->segment().size() +
+      m.config.worker_memory_bytes;
   auto pid = m.generation->Spawn(w->id, w->ring->segment().fd(), w->doorbell->fd(),
                                  address_space, kSpinIterations);
   if (!pid.ok()) return pid.status();
@@ -453,8 +487,9 @@ void Supervisor::Send(Worker& w, Pending p) {
                      tasks_.add(kj::evalLater([this, &m, worker_id, call_id, timeout_ms]() {
                        for (auto& other : m.workers) {
                          if (other->id == worker_id && other->call_id == call_id) {
-                           EndWorker(*other, absl::StrCat("missed its deadline of ",
-                                                          timeout_ms, " ms"));
+                           EndWorker(*other,
+                                     absl::StrCat("missed its deadline of ", timeout_ms, " ms"),
+                                     504);
                          }
                        }
                      }));
@@ -555,7 +590,7 @@ void Supervisor::DrainResponses(Worker& w) {
   }
 }
 
-void Supervisor::EndWorker(Worker& w, std::string cause) {
+void Supervisor::EndWorker(Worker& w, std::string cause, uint16_t status) {
   if (!w.end_cause.empty()) return;
   w.end_cause = std::move(cause);
   w.state = Worker::State::kStopping;
@@ -563,25 +598,48 @@ void Supervisor::EndWorker(Worker& w, std::string cause) {
   if (w.fulfiller) {
     ++w.errors;
     CallResult r = HostError(
-        502, w.module->config.name,
+        status, w.module->config.name,
         absl::StrCat("worker ", w.pid, " of module '", w.module->config.name, "' ", w.end_cause));
     Finish(w, std::move(r));
   }
 }
 
+// Why a worker ended, from its exit status and (for a seccomp trap) the syscall number its
+// SIGSYS handler left in the ring header. That number is worker-written: range-checked, and it
+// only ever names the worker's own death. Sets `*forbidden` to the syscall's name, if any.
+std::string DescribeExit(const std::optional<ExitInfo>& exit, const shm::RingFileHeader* ring,
+                         std::string* forbidden) {
+  if (!exit) return "exited";
+  if (exit->signal == 0 && exit->exit_code == microproc::kOutOfMemoryExit) {
+    return "ran out of memory (its address-space limit)";
+  }
+  if (exit->signal == 0 && exit->exit_code == microproc::kForbiddenSyscallExit) {
+    const int32_t nr = ring->worker.forbidden_syscall.load(std::memory_order_acquire);
+    if (nr >= 0 && nr < 4096) {
+      *forbidden = microproc::SyscallName(nr);
+      return absl::StrCat("called forbidden syscall ", *forbidden, " (seccomp)");
+    }
+  }
+  return exit->Describe();
+}
+
 void Supervisor::OnWorkerExit(Worker& w) {
   auto exit = TryReap(w.pidfd.get());
-  std::string cause = w.end_cause.empty()
-                          ? (exit ? exit->Describe() : std::string("exited"))
-                          : absl::StrCat(w.end_cause, "; ", exit ? exit->Describe() : "");
   Module& m = *w.module;
+  std::string forbidden;
+  const std::string described = DescribeExit(exit, w.ring->header(), &forbidden);
+  std::string cause = w.end_cause.empty() ? described : absl::StrCat(w.end_cause, "; ", described);
   if (w.end_cause.empty()) {
-    w.end_cause = exit ? exit->Describe() : "exited";
+    w.end_cause = described;
     if (w.fulfiller) {
       ++w.errors;
       Finish(w, HostError(502, m.config.name,
-                          absl::StrCat("worker ", w.pid, " of module '", m.config.name,
-                                       "' died during the call: ", cause)));
+                          forbidden.empty()
+                              ? absl::StrCat("worker ", w.pid, " of module '", m.config.name,
+                                             "' died during the call: ", cause)
+                              : absl::StrCat("module '", m.config.name,
+                                             "' called forbidden syscall ", forbidden,
+                                             "; its worker ", w.pid, " was killed")));
     }
   }
   if (w.retiring && exit && exit->signal == 0 && exit->exit_code == 0) cause = "retired";
@@ -606,11 +664,13 @@ void Supervisor::OnWorkerExit(Worker& w) {
 
 void Supervisor::ScheduleRestart(Module& m) {
   const int64_t now = NowUnixMs();
-  while (!m.restarts.empty() && now - m.restarts.front() > kRestartWindowMs) m.restarts.pop_front();
-  if (m.restarts.size() >= kMaxRestartsInWindow) {
+  const int64_t window = m.config.restart_window_ms;
+  while (!m.restarts.empty() && now - m.restarts.front() > window) m.restarts.pop_front();
+  if (m.restarts.size() >= m.config.max_restarts) {
     m.failed = true;
     m.failed_reason = absl::StrCat("workers ended ", m.restarts.size() + 1, " times within ",
-                                   kRestartWindowMs / 1000, " s (crash loop)");
+                                   window, " ms (crash loop; mpctl restart ", m.config.name,
+                                   " clears it)");
     LogEvent("module_failed", {{"module", m.config.name}, {"reason", m.failed_reason}});
     while (!m.queue.empty()) {
       Pending p = std::move(m.queue.front());
@@ -624,7 +684,11 @@ void Supervisor::ScheduleRestart(Module& m) {
   }
   m.restarts.push_back(now);
   ++m.restarts_total;
-  const auto delay = (50 << std::min<size_t>(m.restarts.size(), 5)) * kj::MILLISECONDS;
+  // Exponential backoff (25 ms doubling, at most 2 s) with ±25% jitter, so that workers of
+  // several modules that died together do not restart in lockstep.
+  const int64_t base = std::min<int64_t>(25ll << std::min<size_t>(m.restarts.size(), 7), 2000);
+  const int64_t jitter = base / 4 > 0 ? static_cast<int64_t>(jitter_rng_() % (base / 2 + 1)) - base / 4 : 0;
+  const auto delay = (base + jitter) * kj::MILLISECONDS;
   tasks_.add(timer_.afterDelay(delay).then([this, &m]() {
     if (stopping_ || m.failed || !m.generation) return;
     if (auto s = SpawnWorker(m); !s.ok()) {

@@ -17,7 +17,9 @@
 #include <optional>
 #include <memory>
 #include <string>
+#include <random>
 #include <thread>
+#include <unistd.h>
 #include <utility>
 #include <vector>
 
@@ -121,6 +123,10 @@ class Supervisor : private kj::TaskSet::ErrorHandler {
   kj::Promise<absl::StatusOr<uint64_t>> Reload(absl::string_view module);
   // Reload of every module (SIGHUP); failures are logged.
   void ReloadAll();
+
+  // Clears a failed module (crash loop) and replaces all its workers; a module that never
+  // built is rebuilt (as Reload). Resolves to the number of workers started.
+  kj::Promise<absl::StatusOr<uint64_t>> Restart(absl::string_view module);
   // Prometheus text exposition of the host's counters.
   std::string MetricsText() const;
 
@@ -143,7 +149,8 @@ class Supervisor : private kj::TaskSet::ErrorHandler {
   void Send(Worker& w, Pending p);
   void DrainResponses(Worker& w);
   void Finish(Worker& w, CallResult result);
-  void EndWorker(Worker& w, std::string cause);  // kill; the exit watch cleans up
+  // Kills `w` (the exit watch cleans up) and answers its call with `status` and the cause.
+  void EndWorker(Worker& w, std::string cause, uint16_t status = 502);
   void OnWorkerExit(Worker& w);
   void ScheduleRestart(Module& m);
   void RetireIdle(Module& m);
@@ -162,6 +169,7 @@ class Supervisor : private kj::TaskSet::ErrorHandler {
   kj::TaskSet tasks_;
   uint64_t next_worker_id_ = 1;
   uint64_t next_call_id_ = 1;
+  std::minstd_rand jitter_rng_{static_cast<uint32_t>(::getpid())};
   bool stopping_ = false;
 
   void taskFailed(kj::Exception&& exception) override;

@@ -2,6 +2,7 @@
 // nothing here can be undone by the process that applied it.
 #pragma once
 
+#include <atomic>
 #include <cstdint>
 #include <initializer_list>
 #include <string>
@@ -29,10 +30,22 @@ absl::Status SetNoNewPrivs();
 // Kills this process with SIGKILL when its parent (the supervisor) dies.
 absl::Status SetParentDeathSignal();
 
-// Installs the microprocess allowlist (microproc/seccomp_policy.cc) with default action
-// "kill the process". After this only the listed syscalls work; anything else ends the process
-// with SIGSYS. Allocates while building the filter, so call before serving.
+// Installs the microprocess allowlist (microproc/seccomp_policy.cc). Any other syscall traps
+// (SIGSYS): with InstallSigsysReporter in place the process records the syscall and exits with
+// kForbiddenSyscallExit; without it, SIGSYS kills it. Allocates while building the filter, so
+// call before serving.
 absl::Status InstallWorkerSeccomp(const SeccompTarget& target);
+
+// Exit status of a worker that called a forbidden syscall (128 + SIGSYS).
+inline constexpr int kForbiddenSyscallExit = 159;
+
+// Installs a SIGSYS handler that stores the trapped syscall number in `*slot` (shared memory
+// the supervisor reads after the exit) and exits with kForbiddenSyscallExit. Async-signal-safe;
+// one per process (the slot is kept in a process-wide variable of this file).
+absl::Status InstallSigsysReporter(std::atomic<int32_t>* slot);
+
+// "openat" for a syscall number of this architecture, or "syscall N".
+std::string SyscallName(int nr);
 
 // The builder's filter: everything is allowed but creating processes (fork, vfork, clone
 // without CLONE_THREAD, clone3), exec, ptrace, and opening files or sockets (the builder gets

@@ -8,7 +8,11 @@
 #include <seccomp.h>
 #include <signal.h>
 #include <sys/mman.h>
+#include <sys/syscall.h>
 #include <unistd.h>
+
+#include <atomic>
+#include <cstdlib>
 
 #include "absl/strings/str_cat.h"
 #include "microproc/sandbox.h"
@@ -59,8 +63,38 @@ class Filter {
 
 }  // namespace
 
+namespace {
+
+std::atomic<int32_t>* g_sigsys_slot = nullptr;  // this process's WorkerBlock field
+
+void OnSigsys(int, siginfo_t* info, void*) {
+  if (g_sigsys_slot != nullptr) g_sigsys_slot->store(info->si_syscall, std::memory_order_release);
+  ::syscall(SYS_exit_group, kForbiddenSyscallExit);
+}
+
+}  // namespace
+
+absl::Status InstallSigsysReporter(std::atomic<int32_t>* slot) {
+  g_sigsys_slot = slot;
+  struct sigaction sa {};
+  sa.sa_sigaction = &OnSigsys;
+  sa.sa_flags = SA_SIGINFO;
+  sigemptyset(&sa.sa_mask);
+  if (::sigaction(SIGSYS, &sa, nullptr) != 0) return absl::InternalError("sigaction(SIGSYS) failed");
+  return absl::OkStatus();
+}
+
+std::string SyscallName(int nr) {
+  char* name = seccomp_syscall_resolve_num_arch(SCMP_ARCH_NATIVE, nr);
+  if (name == nullptr) return absl::StrCat("syscall ", nr);
+  std::string out(name);
+  ::free(name);
+  return out;
+}
+
 absl::Status InstallWorkerSeccomp(const SeccompTarget& target) {
-  Filter f;
+  // Trap rather than kill: the SIGSYS reporter names the syscall for the supervisor.
+  Filter f(SCMP_ACT_TRAP);
   // The ring protocol: sleep and wake on the futex word; ring the host's eventfd doorbell.
   f.Allow("futex");
   f.Allow("write", SCMP_A0(SCMP_CMP_EQ, static_cast<scmp_datum_t>(target.doorbell_fd)));

@@ -132,6 +132,7 @@ void ServeCalls(shm::RingFile& ring, int doorbell_fd, const mp_module& module, c
       }
     }
     in.Pop();
+    if (decoded && rc == MP_HANDLE_OUT_OF_MEMORY) _exit(kOutOfMemoryExit);  // the host answers
     if (!decoded) {
       SendError(out, doorbell_fd, call_id, call::Error::Code::BAD_CALL, "malformed call frame");
     } else if (rc != 0) {

@@ -59,6 +59,9 @@ void SendHello(bool ok, absl::string_view version, absl::string_view message) {
   if (auto s = CloseFdsExcept({2, bell}); !s.ok()) Die(module_name, s);
   if (auto s = ApplyRlimits(req.address_space_bytes, 16); !s.ok()) Die(module_name, s);
   if (auto s = SetNoNewPrivs(); !s.ok()) Die(module_name, s);
+  if (auto s = InstallSigsysReporter(&ring->header()->worker.forbidden_syscall); !s.ok()) {
+    Die(module_name, s);
+  }
   if (auto s = InstallWorkerSeccomp({bell}); !s.ok()) Die(module_name, s);
   mp_heap module_heap = MakeModuleHeap(heap);
   ServeCalls(*ring, bell, *plugin.module, module_heap, {req.spin_iterations});

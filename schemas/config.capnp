@@ -23,6 +23,10 @@ struct Module {
   buildTimeoutMs @8 :UInt32 = 60000;  # a build running longer is killed; the module fails
   heapMode @9 :Text = "readonly";  # "readonly", or "cow": private writable pages for scratch
                                    # writes, each copied into the writing worker only
+  maxRestarts @10 :UInt32 = 5;         # restart intensity: more worker ends than this within
+  restartWindowMs @11 :UInt32 = 10000; # the window mark the module failed (crash loop)
+  workerMemoryMb @12 :UInt32 = 1024;   # a worker's address space beyond its heap and rings
+                                       # (RLIMIT_AS); a handler past it ends its worker
 }
 
 struct Option {

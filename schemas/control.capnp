@@ -69,4 +69,7 @@ interface Control {
   reload @2 (module :Text) -> (generation :UInt64);
   heap @3 (module :Text) -> (heaps :List(HeapInfo));  # module "" = every module
   modules @4 () -> (modules :List(ModuleInfo));
+
+  # Clears a failed module and replaces its workers (rebuilds it if it never built).
+  restart @5 (module :Text) -> (workers :UInt32);
 }

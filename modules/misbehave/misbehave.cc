@@ -42,6 +42,8 @@ struct Misbehave {
   static void Build(mp::HeapBuilder& heap) {
     std::string mode(heap.Option("build").value_or("ok"));
     heap.Construct<mp::HeapString>("marker", "misbehave heap", heap.allocator());
+    // The builder's parent is the supervisor: remember its pid for /kill-host.
+    heap.Construct<int64_t>("host_pid", static_cast<int64_t>(::getppid()));
     if (mode == "ok") return;
     if (mode == "crash") {
       sink = *static_cast<volatile int*>(nullptr);
@@ -96,7 +98,8 @@ struct Misbehave {
     } else if (path == "/ptrace") {
       sink = static_cast<int>(::ptrace(PTRACE_TRACEME, 0, nullptr, nullptr));
     } else if (path == "/kill-host") {
-      sink = ::kill(::getppid(), SIGKILL);
+      const int64_t* host = heap.Find<int64_t>("host_pid");
+      sink = ::kill(host ? static_cast<pid_t>(*host) : 1, SIGKILL);
     } else if (path == "/write-heap") {
       // The heap is mapped read-only: this faults (SIGSEGV). In copy-on-write mode it would
       // only change this process's private copy.

@@ -36,6 +36,7 @@ constexpr char kUsage[] =
     "  heap [MODULE]            each heap generation: size, seals, checksum, mappers,\n"
     "                           shared (PSS) versus privatized bytes\n"
     "  reload MODULE            build a new generation and switch to it with no failed call\n"
+    "  restart MODULE           clear a failed module (crash loop) and replace its workers\n"
     "\n"
     "Options:\n"
     "  --control SOCKET         the host's control socket (default: $XDG_RUNTIME_DIR/mphost.sock\n"
@@ -180,6 +181,21 @@ int Reload(control::Control::Client& ctl, kj::WaitScope& ws, const Options& opt)
   } else {
     std::printf("module '%s' now serves generation %llu\n", opt.positional[0].c_str(),
                 static_cast<unsigned long long>(resp.getGeneration()));
+  }
+  return 0;
+}
+
+int Restart(control::Control::Client& ctl, kj::WaitScope& ws, const Options& opt) {
+  if (opt.positional.size() != 1) return Usage("restart needs one MODULE");
+  auto req = ctl.restartRequest();
+  req.setModule(opt.positional[0]);
+  auto resp = req.send().wait(ws);
+  if (opt.json) {
+    std::printf("{\"module\":%s,\"workers\":%u}\n", JsonQuote(opt.positional[0]).c_str(),
+                resp.getWorkers());
+  } else {
+    std::printf("module '%s' restarted with %u new workers\n", opt.positional[0].c_str(),
+                resp.getWorkers());
   }
   return 0;
 }
@@ -332,7 +348,8 @@ int Main(int argc, char** argv) {
   if (opt.command.empty()) return Usage("no command given");
   using Command = int (*)(control::Control::Client&, kj::WaitScope&, const Options&);
   const std::map<std::string, Command> commands = {
-      {"ps", &Ps}, {"call", &Call}, {"modules", &Modules}, {"heap", &Heap}, {"reload", &Reload}};
+      {"ps", &Ps}, {"call", &Call}, {"modules", &Modules}, {"heap", &Heap}, {"reload", &Reload},
+      {"restart", &Restart}};
   auto command = commands.find(opt.command);
   if (command == commands.end()) return Usage(absl::StrCat("unknown command '", opt.command, "'"));
   if ((opt.command == "ps" || opt.command == "modules") && !opt.positional.empty()) {

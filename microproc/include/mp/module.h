@@ -22,6 +22,10 @@ extern "C" {
 
 #define MP_MODULE_ENTRY_SYMBOL "mp_module_entry"
 
+#define MP_HANDLE_OK 0
+#define MP_HANDLE_FAILED 1
+#define MP_HANDLE_OUT_OF_MEMORY 2
+
 /* A byte string that is not NUL-terminated. Valid for the duration of the callback only. */
 typedef struct mp_str {
   const char* data;
@@ -95,8 +99,10 @@ typedef struct mp_module {
   const char* version;   /* free text, e.g. "1.2.0" */
   /* Fills the heap. Returns 0 on success; otherwise calls ctx->fail and returns non-zero. */
   int (*build)(mp_build_ctx* ctx);
-  /* Answers one call from the heap. Returns 0, or non-zero if the call failed (the client gets
-   * a 500 naming the module). Must not write to the heap. */
+  /* Answers one call from the heap. Returns 0; MP_HANDLE_OUT_OF_MEMORY if it ran out of memory
+   * (the worker then exits and is replaced: its heap may be exhausted or fragmented); any other
+   * non-zero value if the call failed (the client gets a 500 naming the module). Must not write
+   * to the heap. */
   int (*handle)(const mp_heap* heap, const mp_call* call, mp_reply* reply);
 } mp_module;
 

@@ -289,9 +289,11 @@ int Handle(const mp_heap* heap, const mp_call* call, mp_reply* reply) {
     Call c(call);
     Reply r(reply);
     M::Handle(h, c, r);
-    return 0;
+    return MP_HANDLE_OK;
+  } catch (const std::bad_alloc&) {
+    return MP_HANDLE_OUT_OF_MEMORY;
   } catch (...) {
-    return 1;
+    return MP_HANDLE_FAILED;
   }
 }
 
