@@ -13,6 +13,7 @@
 #include "host/json.h"
 #include "host/log.h"
 #include "host/process.h"
+#include "host/response_decoder.h"
 #include "microproc/sandbox.h"
 #include "microproc/worker.h"
 #include "schemas/call.capnp.h"
@@ -27,22 +28,6 @@ int64_t NowUnixMs() {
   timeval tv;
   gettimeofday(&tv, nullptr);
   return int64_t{tv.tv_sec} * 1000 + tv.tv_usec / 1000;
-}
-
-// A module may only send header names that are HTTP tokens and values without CR/LF/NUL:
-// anything else could split the response.
-bool ValidHeader(absl::string_view name, absl::string_view value) {
-  if (name.empty() || name.size() > 256 || value.size() > 8192) return false;
-  for (char c : name) {
-    if (!(isalnum(static_cast<unsigned char>(c)) || absl::string_view("!#$%&'*+-.^_`|~").find(c) !=
-                                                        absl::string_view::npos)) {
-      return false;
-    }
-  }
-  for (char c : value) {
-    if (c == '\r' || c == '\n' || c == '\0') return false;
-  }
-  return true;
 }
 
 // True if `pid` is a child of this process (a zygote's answer is not trusted).
@@ -530,12 +515,7 @@ void Supervisor::DrainResponses(Worker& w) {
       return;
     }
     // Copy out before validating: the worker can rewrite shared memory at any time.
-    if (frame.payload.size() % sizeof(capnp::word) != 0) {
-      EndWorker(w, "broke the ring protocol (payload not a whole number of words)");
-      return;
-    }
-    auto words = kj::heapArray<capnp::word>(frame.payload.size() / sizeof(capnp::word));
-    memcpy(words.begin(), frame.payload.data(), frame.payload.size());
+    std::string payload(reinterpret_cast<const char*>(frame.payload.data()), frame.payload.size());
     const uint64_t call_id = frame.call_id;
     const shm::FrameKind kind = frame.kind;
     w.responses.Pop();
@@ -544,45 +524,20 @@ void Supervisor::DrainResponses(Worker& w) {
                                 ", which it was not given)"));
       return;
     }
-    capnp::ReaderOptions limits;
-    limits.traversalLimitInWords = words.size() * 2 + 64;
-    limits.nestingLimit = 8;
-    CallResult result;
-    std::string violation;
-    KJ_IF_MAYBE(e, kj::runCatchingExceptions([&] {
-                  capnp::FlatArrayMessageReader reader(words, limits);
-                  if (kind == shm::FrameKind::kReply) {
-                    auto r = reader.getRoot<call::Reply>();
-                    result.status = r.getStatus();
-                    if (result.status < 100 || result.status > 599) {
-                      violation = absl::StrCat("reply status ", result.status, " is not HTTP");
-                      return;
-                    }
-                    for (auto h : r.getHeaders()) {
-                      absl::string_view name(h.getName().cStr(), h.getName().size());
-                      absl::string_view value(h.getValue().cStr(), h.getValue().size());
-                      if (!ValidHeader(name, value)) {
-                        violation = "reply header with an invalid name or value";
-                        return;
-                      }
-                      result.headers.emplace_back(std::string(name), std::string(value));
-                    }
-                    auto body = r.getBody();
-                    result.body.assign(reinterpret_cast<const char*>(body.begin()), body.size());
-                  } else {
-                    auto err = reader.getRoot<call::Error>();
-                    std::string text(err.getMessage().cStr(),
-                                     std::min<size_t>(err.getMessage().size(), 512));
-                    result = HostError(500, m.config.name,
-                                       absl::StrCat("module '", m.config.name, "': ", text));
-                    ++w.errors;
-                  }
-                })) {
-      violation = absl::StrCat("malformed reply: ", e->getDescription().cStr());
-    }
-    if (!violation.empty()) {
-      EndWorker(w, absl::StrCat("broke the ring protocol (", violation, ")"));
+    auto decoded = DecodeResponse(kind, payload);
+    if (!decoded.ok()) {
+      EndWorker(w, absl::StrCat("broke the ring protocol (", decoded.status().message(), ")"));
       return;
+    }
+    CallResult result;
+    if (decoded->is_error) {
+      result = HostError(500, m.config.name,
+                         absl::StrCat("module '", m.config.name, "': ", decoded->error_message));
+      ++w.errors;
+    } else {
+      result.status = decoded->status;
+      result.headers = std::move(decoded->headers);
+      result.body = std::move(decoded->body);
     }
     ++w.calls;
     Finish(w, std::move(result));

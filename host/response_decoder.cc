@@ -1,0 +1,76 @@
+#include "host/response_decoder.h"
+
+#include <capnp/serialize.h>
+#include <kj/array.h>
+
+#include <cctype>
+#include <cstring>
+
+#include "absl/strings/str_cat.h"
+#include "schemas/call.capnp.h"
+
+namespace mp::host {
+
+bool ValidReplyHeader(absl::string_view name, absl::string_view value) {
+  if (name.empty() || name.size() > 256 || value.size() > 8192) return false;
+  for (char c : name) {
+    if (!(std::isalnum(static_cast<unsigned char>(c)) ||
+          absl::string_view("!#$%&'*+-.^_`|~").find(c) != absl::string_view::npos)) {
+      return false;
+    }
+  }
+  for (char c : value) {
+    if (c == '\r' || c == '\n' || c == '\0') return false;
+  }
+  return true;
+}
+
+absl::StatusOr<DecodedReply> DecodeResponse(shm::FrameKind kind, absl::string_view payload) {
+  if (kind != shm::FrameKind::kReply && kind != shm::FrameKind::kError) {
+    return absl::InvalidArgumentError("frame kind is neither reply nor error");
+  }
+  if (payload.size() % sizeof(capnp::word) != 0) {
+    return absl::InvalidArgumentError("payload not a whole number of words");
+  }
+  // Aligned storage for the reader (the caller's copy may not be word-aligned).
+  auto words = kj::heapArray<capnp::word>(payload.size() / sizeof(capnp::word));
+  if (!payload.empty()) std::memcpy(words.begin(), payload.data(), payload.size());
+  capnp::ReaderOptions limits;
+  limits.traversalLimitInWords = words.size() * 2 + 64;
+  limits.nestingLimit = 8;
+  DecodedReply out;
+  std::string violation;
+  KJ_IF_MAYBE(e, kj::runCatchingExceptions([&] {
+                capnp::FlatArrayMessageReader reader(words, limits);
+                if (kind == shm::FrameKind::kReply) {
+                  auto r = reader.getRoot<call::Reply>();
+                  out.status = r.getStatus();
+                  if (out.status < 100 || out.status > 599) {
+                    violation = absl::StrCat("reply status ", out.status, " is not HTTP");
+                    return;
+                  }
+                  for (auto h : r.getHeaders()) {
+                    absl::string_view name(h.getName().cStr(), h.getName().size());
+                    absl::string_view value(h.getValue().cStr(), h.getValue().size());
+                    if (!ValidReplyHeader(name, value)) {
+                      violation = "reply header with an invalid name or value";
+                      return;
+                    }
+                    out.headers.emplace_back(std::string(name), std::string(value));
+                  }
+                  auto body = r.getBody();
+                  out.body.assign(reinterpret_cast<const char*>(body.begin()), body.size());
+                } else {
+                  auto err = reader.getRoot<call::Error>();
+                  out.is_error = true;
+                  out.error_message.assign(err.getMessage().cStr(),
+                                           std::min<size_t>(err.getMessage().size(), 512));
+                }
+              })) {
+    return absl::InvalidArgumentError(absl::StrCat("malformed reply: ", e->getDescription().cStr()));
+  }
+  if (!violation.empty()) return absl::InvalidArgumentError(violation);
+  return out;
+}
+
+}  // namespace mp::host

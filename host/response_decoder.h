@@ -1,0 +1,36 @@
+// Decoding a worker's answer: the one place where worker-written bytes become host data.
+// Pure functions over a private copy of the frame; no shared memory, no I/O, so they can be
+// unit-tested and fuzzed (tests/fuzz/response_fuzzer.cc).
+#pragma once
+
+#include <cstdint>
+#include <string>
+#include <utility>
+#include <vector>
+
+#include "absl/status/statusor.h"
+#include "absl/strings/string_view.h"
+#include "shm/ring_layout.h"
+
+namespace mp::host {
+
+// A reply as the module gave it, validated for HTTP.
+struct DecodedReply {
+  bool is_error = false;  // the worker sent an Error frame (`error_message` says what)
+  uint16_t status = 0;
+  std::vector<std::pair<std::string, std::string>> headers;
+  std::string body;
+  std::string error_message;  // at most 512 bytes
+};
+
+// A header name that is an HTTP token and a value without CR, LF or NUL.
+bool ValidReplyHeader(absl::string_view name, absl::string_view value);
+
+// Decodes `payload` (a private copy: the caller copied it out of the ring) of a frame of `kind`
+// (kReply or kError) with Cap'n Proto ReaderOptions limits (traversal ≤ 2× the frame, nesting
+// ≤ 8). Fails with a message naming the violation: not a whole number of words, malformed
+// Cap'n Proto, a status outside 100-599, an invalid header.
+absl::StatusOr<DecodedReply> DecodeResponse(shm::FrameKind kind,
+                                            absl::string_view payload);
+
+}  // namespace mp::host
