@@ -187,6 +187,7 @@ absl::StatusOr<HostConfig> ParseConfig(absl::string_view json, absl::string_view
     }
     mc.heap_copy_on_write = mode == "cow";
     mc.max_restarts = m.getMaxRestarts();
+    mc.cancel_grace_ms = m.getCancelGraceMs();
     if (m.getWorkerMemoryMb() < 16) {
       return FieldError(source, field + ".workerMemoryMb", "must be at least 16");
     }

@@ -24,6 +24,7 @@ struct ModuleConfig {
   uint32_t build_timeout_ms = 60000;
   bool heap_copy_on_write = false;  // heapMode "cow"
   uint32_t max_restarts = 5;
+  uint32_t cancel_grace_ms = 1000;
   uint64_t worker_memory_bytes = 1ull << 30;
   uint32_t restart_window_ms = 10000;
 };

@@ -65,6 +65,8 @@ struct Supervisor::Worker {
   uint64_t call_id = 0;
   kj::Own<kj::PromiseFulfiller<CallResult>> fulfiller;
   kj::Promise<void> deadline = nullptr;
+  uint64_t cancelled_call_id = 0;     // gave up on it; its late answer is dropped
+  kj::Promise<void> grace = nullptr;  // kills the worker if the cancelled call does not stop
   kj::Own<kj::UnixEventPort::FdObserver> bell_observer;
   kj::Own<kj::UnixEventPort::FdObserver> exit_observer;
   kj::Promise<void> watches = nullptr;
@@ -465,21 +467,51 @@ void Supervisor::Send(Worker& w, Pending p) {
     shm::WakeFutexConsumer(&w.ring->header()->request);
   }
   const uint32_t timeout_ms = p.request.timeout_ms ? p.request.timeout_ms : m.config.call_timeout_ms;
-  // The expiry runs on a turn of its own: ending the worker resets `deadline`, which must not
-  // happen inside the deadline's own callback.
+  // The expiry runs on a turn of its own: it resets `deadline`, which must not happen inside
+  // the deadline's own callback.
   w.deadline = timer_.afterDelay(timeout_ms * kj::MILLISECONDS)
                    .then([this, &m, worker_id = w.id, call_id = w.call_id, timeout_ms]() {
                      tasks_.add(kj::evalLater([this, &m, worker_id, call_id, timeout_ms]() {
                        for (auto& other : m.workers) {
                          if (other->id == worker_id && other->call_id == call_id) {
-                           EndWorker(*other,
-                                     absl::StrCat("missed its deadline of ", timeout_ms, " ms"),
-                                     504);
+                           CancelCall(*other, timeout_ms);
                          }
                        }
                      }));
                    })
                    .eagerlyEvaluate(nullptr);
+}
+
+void Supervisor::CancelCall(Worker& w, uint32_t timeout_ms) {
+  Module& m = *w.module;
+  const uint64_t call_id = w.call_id;
+  ++w.errors;
+  Finish(w, HostError(504, m.config.name,
+                      absl::StrCat("worker ", w.pid, " of module '", m.config.name,
+                                   "' missed its deadline of ", timeout_ms, " ms")));
+  // The worker is still computing: not dispatchable until its late answer arrives (and is
+  // dropped) or the grace period ends it.
+  w.state = Worker::State::kBusy;
+  w.cancelled_call_id = call_id;
+  w.ring->header()->host.cancel_call_id.store(call_id, std::memory_order_release);
+  bool wake = false;
+  if (w.requests.TryWrite(shm::FrameKind::kCancel, call_id, {}, &wake) && wake) {
+    shm::WakeFutexConsumer(&w.ring->header()->request);
+  }
+  const uint32_t grace = m.config.cancel_grace_ms;
+  w.grace = timer_.afterDelay(grace * kj::MILLISECONDS)
+                .then([this, &m, worker_id = w.id, call_id, grace]() {
+                  tasks_.add(kj::evalLater([this, &m, worker_id, call_id, grace]() {
+                    for (auto& other : m.workers) {
+                      if (other->id == worker_id && other->cancelled_call_id == call_id) {
+                        EndWorker(*other, absl::StrCat("did not stop within ", grace,
+                                                       " ms of its call being cancelled"),
+                                  504);
+                      }
+                    }
+                  }));
+                })
+                .eagerlyEvaluate(nullptr);
 }
 
 void Supervisor::Finish(Worker& w, CallResult result) {
@@ -519,6 +551,18 @@ void Supervisor::DrainResponses(Worker& w) {
     const uint64_t call_id = frame.call_id;
     const shm::FrameKind kind = frame.kind;
     w.responses.Pop();
+    if (call_id != 0 && call_id == w.cancelled_call_id) {
+      // The late answer to a call already answered with 504: drop it; the worker is free.
+      w.cancelled_call_id = 0;
+      w.grace = nullptr;
+      w.state = Worker::State::kReady;
+      if (w.retiring) {
+        StopWorker(w);
+      } else {
+        Dispatch(m);
+      }
+      continue;
+    }
     if (call_id == 0 || call_id != w.call_id || !w.fulfiller) {
       EndWorker(w, absl::StrCat("broke the ring protocol (answer for call ", call_id,
                                 ", which it was not given)"));

@@ -149,6 +149,8 @@ class Supervisor : private kj::TaskSet::ErrorHandler {
   void Send(Worker& w, Pending p);
   void DrainResponses(Worker& w);
   void Finish(Worker& w, CallResult result);
+  // Deadline passed: answer 504, ask the worker to stop (cancel frame), kill it after the grace.
+  void CancelCall(Worker& w, uint32_t timeout_ms);
   // Kills `w` (the exit watch cleans up) and answers its call with `status` and the cause.
   void EndWorker(Worker& w, std::string cause, uint16_t status = 502);
   void OnWorkerExit(Worker& w);

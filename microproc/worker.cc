@@ -18,6 +18,8 @@ namespace {
 // The reply a handler builds through mp_reply's function pointers.
 struct ReplyState {
   mp_reply abi;
+  const std::atomic<uint64_t>* cancel_call_id = nullptr;  // host-written
+  uint64_t call_id = 0;
   int status = 200;
   std::vector<std::pair<std::string, std::string>> headers;
   std::string body;
@@ -37,6 +39,10 @@ void AddHeader(mp_reply* r, mp_str name, mp_str value) {
 }
 void AppendBody(mp_reply* r, const void* data, size_t size) {
   ReplyState::From(r)->body.append(static_cast<const char*>(data), size);
+}
+int Cancelled(mp_reply* r) {
+  const ReplyState* s = ReplyState::From(r);
+  return s->cancel_call_id->load(std::memory_order_acquire) == s->call_id ? 1 : 0;
 }
 
 mp_str Str(capnp::Text::Reader t) { return {t.cStr(), t.size()}; }
@@ -86,7 +92,8 @@ void ServeCalls(shm::RingFile& ring, int doorbell_fd, const mp_module& module, c
   shm::RingWriter out = ring.ResponseWriter();
   shm::WorkerBlock& block = ring.header()->worker;
   ReplyState reply;
-  reply.abi = mp_reply{&SetStatus, &AddHeader, &AppendBody, &reply};
+  reply.abi = mp_reply{&SetStatus, &AddHeader, &AppendBody, &Cancelled, &reply};
+  reply.cancel_call_id = &ring.header()->host.cancel_call_id;
   std::vector<mp_header> headers;
   capnp::ReaderOptions limits;
   limits.traversalLimitInWords = ring.request_capacity() / sizeof(capnp::word);
@@ -109,6 +116,7 @@ void ServeCalls(shm::RingFile& ring, int doorbell_fd, const mp_module& module, c
     block.state.store(static_cast<uint32_t>(shm::WorkerState::kBusy), std::memory_order_relaxed);
     const uint64_t call_id = frame.call_id;
     reply.Reset();
+    reply.call_id = call_id;
     bool decoded = false;
     int rc = 0;
     if (frame.payload.size() % sizeof(capnp::word) == 0) {

@@ -27,6 +27,8 @@ struct Module {
   restartWindowMs @11 :UInt32 = 10000; # the window mark the module failed (crash loop)
   workerMemoryMb @12 :UInt32 = 1024;   # a worker's address space beyond its heap and rings
                                        # (RLIMIT_AS); a handler past it ends its worker
+  cancelGraceMs @13 :UInt32 = 1000;    # after a missed deadline (504), the worker may finish
+                                       # within this time; then it is killed and replaced
 }
 
 struct Option {

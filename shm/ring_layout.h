@@ -56,6 +56,13 @@ struct WorkerBlock {
 
 enum class WorkerState : uint32_t { kStarting = 0, kReady = 1, kBusy = 2, kStopped = 3 };
 
+// Written by the host only; the worker reads it.
+struct HostBlock {
+  // The call the host gave up on (deadline): a handler polling mp_reply.cancelled sees it and
+  // may return early. 0 = none.
+  alignas(64) std::atomic<uint64_t> cancel_call_id;
+};
+
 struct RingFileHeader {
   uint64_t magic;
   uint64_t request_capacity;   // host → worker ring, power of two
@@ -63,6 +70,7 @@ struct RingFileHeader {
   RingControl request;
   RingControl response;
   WorkerBlock worker;
+  HostBlock host;
 };
 static_assert(sizeof(RingFileHeader) <= kRingHeaderBytes);
 static_assert(std::is_standard_layout_v<RingFileHeader>);

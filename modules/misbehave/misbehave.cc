@@ -6,7 +6,7 @@
 // a process, which the builder's sandbox forbids).
 //
 // Call-time misbehaviour, by path: /ok, /segv, /abort, /exit (exits cleanly mid-call),
-// /spin, /alloc (allocates without end), /stack (overflows its stack), /open, /socket,
+// /spin, /spin-cooperative (until the host cancels), /alloc (allocates without end), /stack (overflows its stack), /open, /socket,
 // /connect, /execve, /fork, /ptrace, /kill-host, /write-heap, /mprotect-exec, /garbage-ring
 // (scribbles on its own response ring), /fail (handler returns an error), /status/<n>.
 #include <fcntl.h>
@@ -74,6 +74,9 @@ struct Misbehave {
       _exit(0);
     } else if (path == "/spin") {
       for (;;) sink = sink + 1;
+    } else if (path == "/spin-cooperative") {  // spins until the host cancels the call
+      while (!reply.Cancelled()) sink = sink + 1;
+      reply.Write("cancelled");
     } else if (path == "/alloc") {
       std::vector<char*> blocks;
       for (;;) {

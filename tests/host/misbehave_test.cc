@@ -144,6 +144,33 @@ TEST_F(MisbehaveTest, HandlerFailureIs500AndKeepsTheWorker) {
   EXPECT_EQ(HttpRequest(host_->port(), "GET", "/m/misbehave/status/99").status, 502);  // not HTTP
 }
 
+TEST_F(MisbehaveTest, CancelledCallThatStopsKeepsItsWorker) {
+  const auto before = ModuleWorkers(*host_, "misbehave");
+  HttpResponse r = HttpRequest(host_->port(), "GET", "/m/misbehave/spin-cooperative");
+  EXPECT_EQ(r.status, 504);
+  EXPECT_THAT(r.body, HasSubstr("missed its deadline of 500 ms"));
+  // The handler saw the cancel and returned: its answer is dropped, the worker lives on.
+  for (int i = 0; i < 4; ++i) {
+    EXPECT_EQ(HttpRequest(host_->port(), "GET", "/m/misbehave/ok").status, 200);
+  }
+  EXPECT_EQ(ModuleWorkers(*host_, "misbehave"), before);
+  EXPECT_THAT(host_->Log(), ::testing::Not(HasSubstr("worker_exit module=misbehave")));
+}
+
+TEST_F(MisbehaveTest, CancelledCallThatSpinsOnIsKilledAfterTheGrace) {
+  const auto before = ModuleWorkers(*host_, "misbehave");
+  HttpResponse r = HttpRequest(host_->port(), "GET", "/m/misbehave/spin");
+  EXPECT_EQ(r.status, 504);
+  std::vector<pid_t> after;
+  for (int i = 0; i < 400; ++i) {  // grace 1 s + restart; ≤ 4 s
+    after = ModuleWorkers(*host_, "misbehave");
+    if (after.size() == 2 && after != before) break;
+    std::this_thread::sleep_for(std::chrono::milliseconds(10));
+  }
+  EXPECT_NE(after, before);
+  EXPECT_THAT(host_->Log(), HasSubstr("of its call being cancelled"));
+}
+
 TEST(CrashLoopTest, BreakerMarksTheModuleFailedAndRestartClearsIt) {
   char tmpl[] = "/tmp/mphost-loop-XXXXXX";
   const std::string dir = ::mkdtemp(tmpl);

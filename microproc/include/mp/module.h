@@ -89,6 +89,9 @@ typedef struct mp_reply {
   void (*set_status)(struct mp_reply* reply, int status);
   void (*add_header)(struct mp_reply* reply, mp_str name, mp_str value);
   void (*append_body)(struct mp_reply* reply, const void* data, size_t size);
+  /* Non-zero once the host has given up on this call (its deadline passed). A long handler may
+   * poll it and return early; one that does not stop within the grace period is killed. */
+  int (*cancelled)(struct mp_reply* reply);
   void* host; /* opaque to the module */
 } mp_reply;
 

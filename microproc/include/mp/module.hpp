@@ -247,6 +247,8 @@ class Reply {
     reply_->add_header(reply_, {name.data(), name.size()}, {value.data(), value.size()});
   }
   void Write(std::string_view bytes) { reply_->append_body(reply_, bytes.data(), bytes.size()); }
+  // True once the host gave up on this call (deadline): stop and return; the reply is dropped.
+  bool Cancelled() const { return reply_->cancelled(reply_) != 0; }
 
  private:
   mp_reply* reply_;
