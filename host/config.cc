@@ -186,6 +186,15 @@ absl::StatusOr<HostConfig> ParseConfig(absl::string_view json, absl::string_view
       return FieldError(source, field + ".heapMode", absl::StrCat("'", mode, "' must be readonly or cow"));
     }
     mc.heap_copy_on_write = mode == "cow";
+    mc.max_workers = m.getMaxWorkers() == 0 ? mc.workers : m.getMaxWorkers();
+    if (mc.max_workers < mc.workers || mc.max_workers > 256) {
+      return FieldError(source, field + ".maxWorkers", "must be between workers and 256");
+    }
+    mc.idle_timeout_ms = m.getIdleTimeoutMs();
+    mc.recycle_after_calls = m.getRecycleAfterCalls();
+    mc.max_private_bytes = uint64_t{m.getMaxPrivateMb()} << 20;
+    mc.queue_limit = m.getQueueLimit();
+    if (mc.queue_limit < 1) return FieldError(source, field + ".queueLimit", "must be at least 1");
     mc.max_restarts = m.getMaxRestarts();
     mc.cancel_grace_ms = m.getCancelGraceMs();
     if (m.getWorkerMemoryMb() < 16) {

@@ -23,6 +23,11 @@ struct ModuleConfig {
   uint32_t call_timeout_ms = 10000;
   uint32_t build_timeout_ms = 60000;
   bool heap_copy_on_write = false;  // heapMode "cow"
+  uint32_t max_workers = 2;          // ≥ workers
+  uint32_t idle_timeout_ms = 60000;
+  uint32_t recycle_after_calls = 0;  // 0: never
+  uint64_t max_private_bytes = 0;    // 0: no limit
+  uint32_t queue_limit = 1024;
   uint32_t max_restarts = 5;
   uint32_t cancel_grace_ms = 1000;
   uint64_t worker_memory_bytes = 1ull << 30;

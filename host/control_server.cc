@@ -68,6 +68,12 @@ class ControlImpl final : public control::Control::Server {
     });
   }
 
+  kj::Promise<void> scale(ScaleContext context) override {
+    auto p = context.getParams();
+    if (auto s = supervisor_.Scale(p.getModule().cStr(), p.getMin(), p.getMax()); !s.ok()) Refuse(s);
+    return kj::READY_NOW;
+  }
+
   kj::Promise<void> heap(HeapContext context) override {
     auto heaps = supervisor_.Heaps(context.getParams().getModule().cStr());
     auto list = context.getResults().initHeaps(heaps.size());
@@ -111,6 +117,7 @@ class ControlImpl final : public control::Control::Server {
       out.setWorkersReady(m.workers_ready);
       out.setWorkersBusy(m.workers_busy);
       out.setWorkersTarget(m.workers_target);
+      out.setWorkersMax(m.workers_max);
       out.setCalls(m.calls);
       out.setRestarts(m.restarts);
     }

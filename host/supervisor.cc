@@ -22,7 +22,12 @@ namespace mp::host {
 namespace {
 
 constexpr uint32_t kSpinIterations = 2000;
-constexpr size_t kMaxQueuedCalls = 1024;
+constexpr int kMaintenanceMs = 1000;  // idle scale-down and memory checks
+
+// Identifies a generation's heap mapping in /proc/PID/smaps.
+std::string HeapMarker(const std::string& module, uint64_t generation) {
+  return absl::StrCat("/memfd:mp-heap.", module, ".gen", generation, " ");
+}
 
 int64_t NowUnixMs() {
   timeval tv;
@@ -59,6 +64,9 @@ struct Supervisor::Worker {
   uint64_t calls = 0;
   uint64_t errors = 0;
   int64_t started_unix_ms = 0;
+  int64_t last_active_ms = 0;  // end of its last call (or its start)
+  uint64_t recycle_at = 0;     // calls after which it is replaced; 0 = never
+  bool recycle = false;        // replace it once its current call is done
   std::string end_cause;  // set when the host decided to end this worker
   bool retiring = false;  // its generation was replaced: stop after the current call
   // The call in flight, if any.
@@ -88,6 +96,7 @@ struct Supervisor::Module {
   bool failed = false;
   std::string failed_reason;
   std::map<uint16_t, uint64_t> calls_by_status;
+  size_t spawning = 0;  // on-demand spawns in progress (Dispatch is re-entered by SpawnWorker)
 };
 
 Supervisor::Supervisor(kj::AsyncIoContext& io, HostConfig config, HelperPaths helpers)
@@ -298,6 +307,7 @@ absl::Status Supervisor::Start() {
       if (auto s = SpawnWorker(ref); !s.ok()) return s;
     }
   }
+  tasks_.add(MaintenanceLoop());
   if (failed == config_.modules.size()) {
     return absl::Status(last_failure.code(),
                         absl::StrCat("no module could be built; last: ", last_failure.message()));
@@ -338,6 +348,10 @@ absl::Status Supervisor::SpawnWorker(Module& m) {
   w->pid = *pid;
   w->pidfd = *std::move(pidfd);
   w->started_unix_ms = NowUnixMs();
+  w->last_active_ms = w->started_unix_ms;
+  if (const uint64_t n = m.config.recycle_after_calls; n > 0) {
+    w->recycle_at = n + jitter_rng_() % (n / 10 + 1);
+  }
   w->bell_observer = kj::heap<kj::UnixEventPort::FdObserver>(
       io_.unixEventPort, w->doorbell->fd(), kj::UnixEventPort::FdObserver::OBSERVE_READ);
   w->exit_observer = kj::heap<kj::UnixEventPort::FdObserver>(
@@ -407,7 +421,7 @@ kj::Promise<CallResult> Supervisor::Call(absl::string_view module, CallRequest r
                                                " bytes exceeds the module's limit of ",
                                                m.config.max_body_bytes));
   }
-  if (m.queue.size() >= kMaxQueuedCalls) {
+  if (m.queue.size() >= m.config.queue_limit) {
     Count(m, 503);
     CallResult r = HostError(503, module, absl::StrCat("module '", module, "' queue is full"));
     r.headers.emplace_back("Retry-After", "1");
@@ -419,21 +433,123 @@ kj::Promise<CallResult> Supervisor::Call(absl::string_view module, CallRequest r
   return std::move(paf.promise);
 }
 
+uint32_t Supervisor::LiveWorkers(const Module& m) const {
+  uint32_t n = 0;
+  for (const auto& w : m.workers) {
+    if (w->end_cause.empty() && !w->retiring && !w->recycle) ++n;
+  }
+  return n;
+}
+
 void Supervisor::Dispatch(Module& m) {
   while (!m.queue.empty()) {
     Worker* idle = nullptr;
     for (auto& w : m.workers) {
       if (w->state == Worker::State::kReady && w->end_cause.empty() && m.generation &&
-          w->generation == m.generation->number()) {
+          w->generation == m.generation->number() && !w->retiring) {
         if (idle == nullptr || w->calls < idle->calls) idle = w.get();
       }
     }
-    if (idle == nullptr) return;
+    if (idle == nullptr) {
+      // All busy: grow the pool, one worker per waiting call, up to maxWorkers.
+      if (m.generation && !m.failed && !stopping_ && LiveWorkers(m) < m.config.max_workers &&
+          m.spawning < m.queue.size()) {
+        ++m.spawning;
+        absl::Status s = SpawnWorker(m);  // dispatches to the new worker itself
+        --m.spawning;
+        if (!s.ok()) {
+          LogEvent("worker_spawn_failed", {{"module", m.config.name}, {"error", s.message()}});
+          return;
+        }
+        continue;
+      }
+      return;
+    }
     Pending p = std::move(m.queue.front());
     m.queue.pop_front();
     if (!p.fulfiller->isWaiting()) continue;  // the client went away
     Send(*idle, std::move(p));
   }
+}
+
+void Supervisor::Recycle(Worker& w, absl::string_view why) {
+  if (w.recycle || w.retiring || !w.end_cause.empty()) return;
+  Module& m = *w.module;
+  w.recycle = true;
+  LogEvent("worker_recycle", {{"module", m.config.name}, {"pid", absl::StrCat(w.pid)}, {"why", why}});
+  if (!w.fulfiller && w.cancelled_call_id == 0) {
+    w.retiring = true;
+    StopWorker(w);
+  }
+  if (!stopping_ && m.generation && LiveWorkers(m) < m.config.workers) {
+    if (auto s = SpawnWorker(m); !s.ok()) {
+      LogEvent("worker_spawn_failed", {{"module", m.config.name}, {"error", s.message()}});
+    }
+  }
+}
+
+void Supervisor::Maintain() {
+  const int64_t now = NowUnixMs();
+  for (auto& [name, m] : modules_) {
+    // Replace workers past their private-memory limit.
+    if (m->config.max_private_bytes > 0) {
+      for (auto& w : m->workers) {
+        if (!w->end_cause.empty() || w->retiring || w->recycle) continue;
+        auto mem = ReadMemoryUsage(w->pid, HeapMarker(name, w->generation));
+        if (mem && mem->uss_bytes > m->config.max_private_bytes) {
+          Recycle(*w, absl::StrCat("private memory ", mem->uss_bytes, " bytes > maxPrivateMb"));
+        }
+      }
+    }
+    // Scale down: stop idle workers above the minimum, longest idle first.
+    while (LiveWorkers(*m) > m->config.workers) {
+      Worker* longest = nullptr;
+      for (auto& w : m->workers) {
+        if (w->state != Worker::State::kReady || w->fulfiller || !w->end_cause.empty() ||
+            w->retiring || w->recycle || now - w->last_active_ms < m->config.idle_timeout_ms) {
+          continue;
+        }
+        if (longest == nullptr || w->last_active_ms < longest->last_active_ms) longest = w.get();
+      }
+      if (longest == nullptr) break;
+      LogEvent("worker_scale_down", {{"module", name}, {"pid", absl::StrCat(longest->pid)}});
+      longest->retiring = true;
+      StopWorker(*longest);
+    }
+  }
+}
+
+kj::Promise<void> Supervisor::MaintenanceLoop() {
+  return timer_.afterDelay(kMaintenanceMs * kj::MILLISECONDS).then([this]() -> kj::Promise<void> {
+    if (stopping_) return kj::READY_NOW;
+    Maintain();
+    return MaintenanceLoop();
+  });
+}
+
+absl::Status Supervisor::Scale(absl::string_view module, uint32_t min, uint32_t max) {
+  auto it = modules_.find(module);
+  if (it == modules_.end()) return absl::NotFoundError(absl::StrCat("no module named '", module, "'"));
+  if (min < 1 || max < min || max > 256) {
+    return absl::InvalidArgumentError(
+        absl::StrCat("scale ", module, ": need 1 <= min <= max <= 256, got min ", min, " max ", max));
+  }
+  Module& m = *it->second;
+  m.config.workers = min;
+  m.config.max_workers = max;
+  LogEvent("module_scaled", {{"module", m.config.name}, {"min", absl::StrCat(min)}, {"max", absl::StrCat(max)}});
+  // Above the new maximum: stop idle workers now, busy ones after their call.
+  for (auto& w : m.workers) {
+    if (LiveWorkers(m) <= max) break;
+    if (w->end_cause.empty() && !w->retiring && !w->recycle) {
+      w->retiring = true;
+      if (!w->fulfiller && w->cancelled_call_id == 0) StopWorker(*w);
+    }
+  }
+  while (m.generation && !m.failed && LiveWorkers(m) < min) {
+    if (auto s = SpawnWorker(m); !s.ok()) return s;
+  }
+  return absl::OkStatus();
 }
 
 void Supervisor::Send(Worker& w, Pending p) {
@@ -523,7 +639,14 @@ void Supervisor::Finish(Worker& w, CallResult result) {
   w.call_id = 0;
   w.deadline = nullptr;
   if (w.state == Worker::State::kBusy) w.state = Worker::State::kReady;
-  if (w.retiring && w.end_cause.empty()) StopWorker(w);
+  w.last_active_ms = NowUnixMs();
+  if (w.recycle_at > 0 && w.calls >= w.recycle_at) {
+    Recycle(w, absl::StrCat("served ", w.calls, " calls"));
+  }
+  if ((w.retiring || w.recycle) && w.end_cause.empty()) {
+    w.retiring = true;
+    StopWorker(w);
+  }
 }
 
 void Supervisor::DrainResponses(Worker& w) {
@@ -707,11 +830,6 @@ bool Supervisor::Ready() const {
   return true;
 }
 
-namespace {
-std::string HeapMarker(const std::string& module, uint64_t generation) {
-  return absl::StrCat("/memfd:mp-heap.", module, ".gen", generation, " ");
-}
-}  // namespace
 
 std::vector<WorkerSnapshot> Supervisor::Workers(bool with_memory) const {
   std::vector<WorkerSnapshot> out;
@@ -777,6 +895,7 @@ std::vector<ModuleSnapshot> Supervisor::Modules() const {
       if (w->state == Worker::State::kBusy) ++s.workers_busy;
     }
     s.workers_target = m->config.workers;
+    s.workers_max = m->config.max_workers;
     s.calls = 0;
     for (const auto& [status, n] : m->calls_by_status) s.calls += n;
     s.restarts = m->restarts_total;

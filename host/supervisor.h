@@ -88,7 +88,7 @@ struct ModuleSnapshot {
   std::string state;  // ready | reloading | failed
   std::string reason; // why it failed, or why the last reload failed
   uint64_t heap_bytes;
-  uint32_t workers_ready, workers_busy, workers_target;
+  uint32_t workers_ready, workers_busy, workers_target, workers_max;
   uint64_t calls;
   uint64_t restarts;
 };
@@ -127,6 +127,10 @@ class Supervisor : private kj::TaskSet::ErrorHandler {
   // Clears a failed module (crash loop) and replaces all its workers; a module that never
   // built is rebuilt (as Reload). Resolves to the number of workers started.
   kj::Promise<absl::StatusOr<uint64_t>> Restart(absl::string_view module);
+
+  // Sets the pool of `module` to at least `min` and at most `max` workers, starting or
+  // stopping workers as needed.
+  absl::Status Scale(absl::string_view module, uint32_t min, uint32_t max);
   // Prometheus text exposition of the host's counters.
   std::string MetricsText() const;
 
@@ -156,6 +160,11 @@ class Supervisor : private kj::TaskSet::ErrorHandler {
   void OnWorkerExit(Worker& w);
   void ScheduleRestart(Module& m);
   void RetireIdle(Module& m);
+  uint32_t LiveWorkers(const Module& m) const;
+  // Replaces `w` (now if idle, else after its call) with a new worker.
+  void Recycle(Worker& w, absl::string_view why);
+  void Maintain();  // idle scale-down and private-memory limits, every second
+  kj::Promise<void> MaintenanceLoop();
   void PruneRetiredGenerations(Module& m);
   void StopWorker(Worker& w);
   kj::Promise<void> WatchDoorbell(Worker& w);

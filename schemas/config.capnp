@@ -29,6 +29,13 @@ struct Module {
                                        # (RLIMIT_AS); a handler past it ends its worker
   cancelGraceMs @13 :UInt32 = 1000;    # after a missed deadline (504), the worker may finish
                                        # within this time; then it is killed and replaced
+  # Pool: `workers` run always (the minimum); up to maxWorkers when calls queue.
+  maxWorkers @14 :UInt32;              # 0: same as workers
+  idleTimeoutMs @15 :UInt32 = 60000;   # workers above the minimum idle this long are stopped
+  recycleAfterCalls @16 :UInt32;       # 0: never; else a worker is replaced after ~this many
+                                       # calls (+0-10% jitter so workers do not recycle together)
+  maxPrivateMb @17 :UInt32;            # 0: none; a worker whose USS passes it is replaced
+  queueLimit @18 :UInt32 = 1024;       # calls waiting for a worker; beyond: 503 + Retry-After
 }
 
 struct Option {

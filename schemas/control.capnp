@@ -48,9 +48,10 @@ struct ModuleInfo {
   heapBytes @5 :UInt64;
   workersReady @6 :UInt32;
   workersBusy @7 :UInt32;
-  workersTarget @8 :UInt32;
+  workersTarget @8 :UInt32;  # the pool's minimum
   calls @9 :UInt64;
   restarts @10 :UInt64;
+  workersMax @11 :UInt32;
 }
 
 interface Control {
@@ -72,4 +73,7 @@ interface Control {
 
   # Clears a failed module and replaces its workers (rebuilds it if it never built).
   restart @5 (module :Text) -> (workers :UInt32);
+
+  # Sets the module's pool to [min, max] workers.
+  scale @6 (module :Text, min :UInt32, max :UInt32) -> ();
 }

@@ -7,8 +7,8 @@
 //
 // Call-time misbehaviour, by path: /ok, /segv, /abort, /exit (exits cleanly mid-call),
 // /spin, /spin-cooperative (until the host cancels), /alloc (allocates without end), /stack (overflows its stack), /open, /socket,
-// /connect, /execve, /fork, /ptrace, /kill-host, /write-heap, /mprotect-exec, /garbage-ring
-// (scribbles on its own response ring), /fail (handler returns an error), /status/<n>.
+// /connect, /execve, /fork, /ptrace, /kill-host, /write-heap, /mprotect-exec,
+// /sleep?ms=N, /grow?mb=N (keeps private memory), /fail (handler returns an error), /status/<n>.
 #include <fcntl.h>
 #include <signal.h>
 #include <sys/mman.h>
@@ -16,6 +16,8 @@
 #include <sys/socket.h>
 #include <sys/syscall.h>
 #include <unistd.h>
+
+#include <time.h>
 
 #include <cstdlib>
 #include <cstring>
@@ -111,6 +113,16 @@ struct Misbehave {
     } else if (path == "/mprotect-exec") {
       void* page = ::mmap(nullptr, 4096, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
       sink = ::mprotect(page, 4096, PROT_READ | PROT_EXEC);
+    } else if (path == "/sleep") {  // ?ms=N: a slow but well-behaved handler
+      const int ms = std::atoi(std::string(call.QueryParam("ms").value_or("100")).c_str());
+      timespec ts{ms / 1000, (ms % 1000) * 1000000L};
+      ::nanosleep(&ts, nullptr);
+      reply.Write("slept");
+    } else if (path == "/grow") {  // ?mb=N: keeps N MiB of private memory for good
+      static std::vector<std::vector<char>> kept;
+      const int mb = std::atoi(std::string(call.QueryParam("mb").value_or("16")).c_str());
+      kept.emplace_back(static_cast<size_t>(mb) << 20, 'x');
+      reply.Write("grew");
     } else if (path == "/fail") {
       throw std::runtime_error("misbehave: handler failed on purpose");
     } else if (path.rfind("/status/", 0) == 0) {

@@ -37,6 +37,7 @@ constexpr char kUsage[] =
     "                           shared (PSS) versus privatized bytes\n"
     "  reload MODULE            build a new generation and switch to it with no failed call\n"
     "  restart MODULE           clear a failed module (crash loop) and replace its workers\n"
+    "  scale MODULE --min N --max M   set the module's pool of workers\n"
     "\n"
     "Options:\n"
     "  --control SOCKET         the host's control socket (default: $XDG_RUNTIME_DIR/mphost.sock\n"
@@ -66,6 +67,8 @@ struct Options {
   std::string method;
   std::vector<std::pair<std::string, std::string>> headers;
   double timeout_s = 0;
+  int min = -1;
+  int max = -1;
 };
 
 std::string Age(int64_t started_unix_ms) {
@@ -106,19 +109,20 @@ int Modules(control::Control::Client& ctl, kj::WaitScope& ws, const Options& opt
                       ",\"heap_bytes\":", m.getHeapBytes(),
                       ",\"workers_ready\":", m.getWorkersReady(),
                       ",\"workers_busy\":", m.getWorkersBusy(),
-                      ",\"workers_target\":", m.getWorkersTarget(), ",\"calls\":", m.getCalls(),
+                      ",\"workers_min\":", m.getWorkersTarget(),
+                      ",\"workers_max\":", m.getWorkersMax(), ",\"calls\":", m.getCalls(),
                       ",\"restarts\":", m.getRestarts(), "}");
     }
     out += "]}\n";
     std::fputs(out.c_str(), stdout);
     return 0;
   }
-  std::printf("%-16s %-10s %4s %-10s %10s %13s %10s %8s  %s\n", "MODULE", "VERSION", "GEN",
-              "STATE", "HEAP", "READY/BUSY/N", "CALLS", "RESTARTS", "REASON");
+  std::printf("%-16s %-10s %4s %-10s %10s %16s %10s %8s  %s\n", "MODULE", "VERSION", "GEN",
+              "STATE", "HEAP", "READY/BUSY/POOL", "CALLS", "RESTARTS", "REASON");
   for (auto m : mods) {
     std::string workers = absl::StrCat(m.getWorkersReady(), "/", m.getWorkersBusy(), "/",
-                                       m.getWorkersTarget());
-    std::printf("%-16s %-10s %4llu %-10s %10s %13s %10llu %8llu  %s\n", m.getName().cStr(),
+                                       m.getWorkersTarget(), "-", m.getWorkersMax());
+    std::printf("%-16s %-10s %4llu %-10s %10s %16s %10llu %8llu  %s\n", m.getName().cStr(),
                 m.getVersion().cStr(), static_cast<unsigned long long>(m.getGeneration()),
                 m.getState().cStr(), Size(m.getHeapBytes()).c_str(), workers.c_str(),
                 static_cast<unsigned long long>(m.getCalls()),
@@ -196,6 +200,24 @@ int Restart(control::Control::Client& ctl, kj::WaitScope& ws, const Options& opt
   } else {
     std::printf("module '%s' restarted with %u new workers\n", opt.positional[0].c_str(),
                 resp.getWorkers());
+  }
+  return 0;
+}
+
+int Scale(control::Control::Client& ctl, kj::WaitScope& ws, const Options& opt) {
+  if (opt.positional.size() != 1 || opt.min < 0 || opt.max < 0) {
+    return Usage("scale needs MODULE --min N --max M");
+  }
+  auto req = ctl.scaleRequest();
+  req.setModule(opt.positional[0]);
+  req.setMin(static_cast<uint32_t>(opt.min));
+  req.setMax(static_cast<uint32_t>(opt.max));
+  req.send().wait(ws);
+  if (opt.json) {
+    std::printf("{\"module\":%s,\"min\":%d,\"max\":%d}\n", JsonQuote(opt.positional[0]).c_str(),
+                opt.min, opt.max);
+  } else {
+    std::printf("module '%s' now runs %d to %d workers\n", opt.positional[0].c_str(), opt.min, opt.max);
   }
   return 0;
 }
@@ -333,6 +355,10 @@ int Main(int argc, char** argv) {
       std::string value = kv.substr(colon + 1);
       while (!value.empty() && value[0] == ' ') value.erase(0, 1);
       opt.headers.emplace_back(kv.substr(0, colon), value);
+    } else if (a == "--min" || a == "--max") {
+      const char* v = next("N");
+      if (!v || std::atoi(v) < 1) return Usage(absl::StrCat(a, " needs a number >= 1"));
+      (a == "--min" ? opt.min : opt.max) = std::atoi(v);
     } else if (a == "--timeout") {
       const char* v = next("S");
       if (!v || std::atof(v) <= 0) return Usage("--timeout needs a number of seconds > 0");
@@ -349,7 +375,7 @@ int Main(int argc, char** argv) {
   using Command = int (*)(control::Control::Client&, kj::WaitScope&, const Options&);
   const std::map<std::string, Command> commands = {
       {"ps", &Ps}, {"call", &Call}, {"modules", &Modules}, {"heap", &Heap}, {"reload", &Reload},
-      {"restart", &Restart}};
+      {"restart", &Restart}, {"scale", &Scale}};
   auto command = commands.find(opt.command);
   if (command == commands.end()) return Usage(absl::StrCat("unknown command '", opt.command, "'"));
   if ((opt.command == "ps" || opt.command == "modules") && !opt.positional.empty()) {

@@ -1,0 +1,136 @@
+// Worker pools: on-demand growth, idle scale-down, recycling, memory limits, bounded queues,
+// and mpctl scale.
+#include <atomic>
+#include <set>
+#include <fstream>
+#include <regex>
+#include <thread>
+
+#include "gmock/gmock.h"
+#include "gtest/gtest.h"
+#include "host_harness.h"
+
+namespace mp::testing {
+namespace {
+
+using ::testing::HasSubstr;
+
+std::vector<pid_t> Workers(HostProcess& host) { return WorkerPids(host.Mpctl({"ps", "--json"}).out); }
+
+// Polls `done` every 20 ms for at most `ms`.
+template <typename F>
+bool Eventually(F done, int ms) {
+  for (int i = 0; i < ms / 20; ++i) {
+    if (done()) return true;
+    std::this_thread::sleep_for(std::chrono::milliseconds(20));
+  }
+  return done();
+}
+
+class PoolTest : public ::testing::Test {
+ protected:
+  void Start(const std::string& module_fields) {
+    char tmpl[] = "/tmp/mphost-pool-XXXXXX";
+    dir_ = ::mkdtemp(tmpl);
+    std::ofstream(dir_ + "/mphost.json") << "{\"modules\":[{\"name\":\"misbehave\",\"plugin\":\""
+                                         << ModuleDir() << "/libmisbehave.so\"" << module_fields
+                                         << "}]}";
+    host_ = std::make_unique<HostProcess>(std::vector<std::string>{"--config", dir_ + "/mphost.json"});
+    ASSERT_TRUE(host_->started()) << host_->Log();
+  }
+  void TearDown() override {
+    host_.reset();
+    int unused = ::system(("rm -rf '" + dir_ + "'").c_str());
+    (void)unused;
+  }
+  // Runs `n` concurrent requests to `target`; returns their statuses.
+  std::vector<HttpResponse> Concurrently(int n, const std::string& target) {
+    std::vector<HttpResponse> out(n);
+    std::vector<std::thread> threads;
+    for (int i = 0; i < n; ++i) {
+      threads.emplace_back([&, i] { out[i] = HttpRequest(host_->port(), "GET", target); });
+    }
+    for (auto& t : threads) t.join();
+    return out;
+  }
+  std::string dir_;
+  std::unique_ptr<HostProcess> host_;
+};
+
+TEST_F(PoolTest, GrowsOnDemandAndScalesDownWhenIdle) {
+  Start(",\"workers\":1,\"maxWorkers\":3,\"idleTimeoutMs\":300");
+  ASSERT_EQ(Workers(*host_).size(), 1u);
+  std::set<std::string> served_by;
+  for (const auto& r : Concurrently(3, "/m/misbehave/sleep?ms=400")) {
+    EXPECT_EQ(r.status, 200);
+    served_by.insert(r.headers.at("x-mphost-worker"));
+  }
+  EXPECT_EQ(served_by.size(), 3u);  // three calls at once: three workers
+  EXPECT_EQ(Workers(*host_).size(), 3u);
+  EXPECT_TRUE(Eventually([&] { return Workers(*host_).size() == 1; }, 4000));
+  EXPECT_THAT(host_->Log(), HasSubstr("event=worker_scale_down"));
+}
+
+TEST_F(PoolTest, RecyclesAfterNCallsWithoutFailingAny) {
+  Start(",\"workers\":1,\"recycleAfterCalls\":5");
+  const pid_t first = Workers(*host_)[0];
+  std::set<std::string> pids;
+  for (int i = 0; i < 20; ++i) {
+    HttpResponse r = HttpRequest(host_->port(), "GET", "/m/misbehave/ok");
+    ASSERT_EQ(r.status, 200) << r.body;
+    pids.insert(r.headers["x-mphost-worker"]);
+  }
+  EXPECT_GE(pids.size(), 2u);  // 20 calls, recycled after 5-5.5 each
+  EXPECT_LE(pids.size(), 5u);
+  EXPECT_TRUE(Eventually([&] { return Workers(*host_).size() == 1; }, 2000));
+  EXPECT_NE(Workers(*host_)[0], first);
+  EXPECT_THAT(host_->Log(), HasSubstr("why=\"served 5 calls\""));
+}
+
+TEST_F(PoolTest, ReplacesAWorkerPastItsPrivateMemoryLimit) {
+  Start(",\"workers\":1,\"maxPrivateMb\":24");
+  const pid_t first = Workers(*host_)[0];
+  EXPECT_EQ(HttpRequest(host_->port(), "GET", "/m/misbehave/grow?mb=48").status, 200);
+  EXPECT_TRUE(Eventually(
+      [&] {
+        auto w = Workers(*host_);
+        return w.size() == 1 && w[0] != first;
+      },
+      4000));
+  EXPECT_THAT(host_->Log(), HasSubstr("maxPrivateMb"));
+  EXPECT_EQ(HttpRequest(host_->port(), "GET", "/m/misbehave/ok").status, 200);
+}
+
+TEST_F(PoolTest, FullQueueIs503WithRetryAfter) {
+  Start(",\"workers\":1,\"maxWorkers\":1,\"queueLimit\":1");
+  auto results = Concurrently(4, "/m/misbehave/sleep?ms=300");
+  int ok = 0, full = 0;
+  for (const auto& r : results) {
+    if (r.status == 200) ++ok;
+    if (r.status == 503) {
+      ++full;
+      EXPECT_EQ(r.headers.at("retry-after"), "1");
+      EXPECT_THAT(r.body, HasSubstr("queue is full"));
+    }
+  }
+  EXPECT_GE(ok, 2);  // one running, one queued
+  EXPECT_GE(full, 1);
+  EXPECT_EQ(ok + full, 4);
+}
+
+TEST_F(PoolTest, MpctlScaleChangesThePool) {
+  Start(",\"workers\":1");
+  CommandResult up = host_->Mpctl({"scale", "misbehave", "--min", "3", "--max", "4"});
+  EXPECT_EQ(up.exit_code, 0) << up.err;
+  EXPECT_EQ(Workers(*host_).size(), 3u);
+  EXPECT_THAT(host_->Mpctl({"modules", "--json"}).out, HasSubstr("\"workers_min\":3,\"workers_max\":4"));
+  EXPECT_EQ(host_->Mpctl({"scale", "misbehave", "--min", "1", "--max", "1"}).exit_code, 0);
+  EXPECT_TRUE(Eventually([&] { return Workers(*host_).size() == 1; }, 2000));
+  CommandResult bad = host_->Mpctl({"scale", "misbehave", "--min", "3", "--max", "2"});
+  EXPECT_EQ(bad.exit_code, 1);
+  EXPECT_THAT(bad.err, HasSubstr("min <= max"));
+  EXPECT_EQ(host_->Mpctl({"scale", "misbehave"}).exit_code, 2);
+}
+
+}  // namespace
+}  // namespace mp::testing
