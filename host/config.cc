@@ -10,6 +10,7 @@
 #include <sstream>
 
 #include "absl/strings/str_cat.h"
+#include "absl/strings/str_join.h"
 #include "schemas/config.capnp.h"
 
 namespace mp::host {
@@ -194,6 +195,15 @@ absl::StatusOr<HostConfig> ParseConfig(absl::string_view json, absl::string_view
     mc.recycle_after_calls = m.getRecycleAfterCalls();
     mc.max_private_bytes = uint64_t{m.getMaxPrivateMb()} << 20;
     mc.queue_limit = m.getQueueLimit();
+    {
+      auto sb = m.getSandbox();
+      std::vector<std::string> on;
+      if (sb.getSeccomp()) on.push_back("seccomp");
+      if (sb.getLandlock()) on.push_back("landlock");
+      if (sb.getNamespaces()) on.push_back("namespaces");
+      if (sb.getRlimits()) on.push_back("rlimits");
+      mc.sandbox = absl::StrJoin(on, ",");
+    }
     if (mc.queue_limit < 1) return FieldError(source, field + ".queueLimit", "must be at least 1");
     mc.max_restarts = m.getMaxRestarts();
     mc.cancel_grace_ms = m.getCancelGraceMs();

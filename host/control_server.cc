@@ -29,7 +29,6 @@ class ControlImpl final : public control::Control::Server {
 
   kj::Promise<void> ps(PsContext context) override {
     auto workers = supervisor_.Workers(/*with_memory=*/true);
-    auto layers = microproc::SandboxLayerNames();
     auto list = context.getResults().initWorkers(workers.size());
     for (size_t i = 0; i < workers.size(); ++i) {
       const auto& w = workers[i];
@@ -41,8 +40,8 @@ class ControlImpl final : public control::Control::Server {
       out.setCalls(w.calls);
       out.setErrors(w.errors);
       out.setStartedUnixMs(w.started_unix_ms);
-      auto l = out.initSandbox(layers.size());
-      for (size_t k = 0; k < layers.size(); ++k) l.set(k, layers[k]);
+      auto l = out.initSandbox(w.sandbox.size());
+      for (size_t k = 0; k < w.sandbox.size(); ++k) l.set(k, w.sandbox[k]);
       out.setRssBytes(w.memory.rss_bytes);
       out.setPssBytes(w.memory.pss_bytes);
       out.setUssBytes(w.memory.uss_bytes);

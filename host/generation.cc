@@ -12,6 +12,7 @@
 #include "absl/strings/str_cat.h"
 #include "absl/strings/match.h"
 #include "absl/strings/strip.h"
+#include "host/log.h"
 #include "microproc/fd_passing.h"
 #include "microproc/zygote_protocol.h"
 #include "mp/module.h"
@@ -132,7 +133,8 @@ absl::StatusOr<std::unique_ptr<Generation>> Generation::Start(const ModuleConfig
   UniqueFd ours(sv[0]), theirs(sv[1]);
   auto zygote = SpawnHelper(helpers.zygote,
                             {"--module", config.name, "--plugin", config.plugin, "--heap-mode",
-                             config.heap_copy_on_write ? "cow" : "readonly"},
+                             config.heap_copy_on_write ? "cow" : "readonly", "--sandbox",
+                             config.sandbox.empty() ? "none" : config.sandbox},
                             {{theirs.get(), kHelperSocketFd}, {segment->fd(), kHelperHeapFd}});
   if (!zygote.ok()) return zygote.status();
   theirs.reset();
@@ -151,6 +153,8 @@ absl::StatusOr<std::unique_ptr<Generation>> Generation::Start(const ModuleConfig
     ReapWithin(zygote->pidfd.get(), 1000);
     return absl::FailedPreconditionError(reason);
   }
+  const std::string note(hello.message, strnlen(hello.message, sizeof hello.message));
+  if (note != "ready") LogEvent("zygote_note", {{"module", config.name}, {"note", note}});
   const uint64_t number = heap.info.generation;
   return std::unique_ptr<Generation>(new Generation(number, std::move(heap.segment),
                                                     std::move(heap.info), *std::move(zygote),

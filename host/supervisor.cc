@@ -14,6 +14,7 @@
 #include "host/log.h"
 #include "host/process.h"
 #include "host/response_decoder.h"
+#include "host/sandbox_probe.h"
 #include "microproc/sandbox.h"
 #include "microproc/worker.h"
 #include "schemas/call.capnp.h"
@@ -732,6 +733,9 @@ void Supervisor::EndWorker(Worker& w, std::string cause, uint16_t status) {
 std::string DescribeExit(const std::optional<ExitInfo>& exit, const shm::RingFileHeader* ring,
                          std::string* forbidden) {
   if (!exit) return "exited";
+  if (exit->signal == 0 && exit->exit_code == microproc::kAbortExit) {
+    return "killed by SIGABRT (abort)";
+  }
   if (exit->signal == 0 && exit->exit_code == microproc::kOutOfMemoryExit) {
     return "ran out of memory (its address-space limit)";
   }
@@ -839,9 +843,11 @@ std::vector<WorkerSnapshot> Supervisor::Workers(bool with_memory) const {
                           : w->state == Worker::State::kBusy ? "busy"
                                                              : "stopping";
       WorkerSnapshot s{w->pid,    name,      w->generation, state, w->calls,
-                       w->errors, w->started_unix_ms, {}};
+                       w->errors, w->started_unix_ms, {}, {}};
       if (with_memory) {
         if (auto mem = ReadMemoryUsage(w->pid, HeapMarker(name, w->generation))) s.memory = *mem;
+        s.sandbox = ProbeSandboxLayers(
+            w->pid, w->ring->header()->worker.landlock.load(std::memory_order_acquire) == 1);
       }
       out.push_back(std::move(s));
     }

@@ -63,6 +63,7 @@ struct WorkerSnapshot {
   uint64_t errors;
   int64_t started_unix_ms;
   MemoryUsage memory;  // zero if /proc could not be read
+  std::vector<std::string> sandbox;  // layers in force, from /proc (with_memory only)
 };
 
 // One generation's sealed heap and who maps it.

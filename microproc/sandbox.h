@@ -38,9 +38,12 @@ absl::Status InstallWorkerSeccomp(const SeccompTarget& target);
 
 // Exit status of a worker that called a forbidden syscall (128 + SIGSYS).
 inline constexpr int kForbiddenSyscallExit = 159;
+// Exit status of a worker that called abort() (128 + SIGABRT).
+inline constexpr int kAbortExit = 134;
 
 // Installs a SIGSYS handler that stores the trapped syscall number in `*slot` (shared memory
-// the supervisor reads after the exit) and exits with kForbiddenSyscallExit. Async-signal-safe;
+// the supervisor reads after the exit) and exits with kForbiddenSyscallExit, and a SIGABRT
+// handler that exits with kAbortExit. Async-signal-safe;
 // one per process (the slot is kept in a process-wide variable of this file).
 absl::Status InstallSigsysReporter(std::atomic<int32_t>* slot);
 

@@ -67,12 +67,15 @@ namespace {
 
 std::atomic<int32_t>* g_sigsys_slot = nullptr;  // this process's WorkerBlock field
 
+void OnSigabrt(int) { ::syscall(SYS_exit_group, kAbortExit); }
+
 void OnSigsys(int, siginfo_t* info, void*) {
   if (g_sigsys_slot != nullptr) g_sigsys_slot->store(info->si_syscall, std::memory_order_release);
   ::syscall(SYS_exit_group, kForbiddenSyscallExit);
 }
 
 }  // namespace
+
 
 absl::Status InstallSigsysReporter(std::atomic<int32_t>* slot) {
   g_sigsys_slot = slot;
@@ -81,6 +84,12 @@ absl::Status InstallSigsysReporter(std::atomic<int32_t>* slot) {
   sa.sa_flags = SA_SIGINFO;
   sigemptyset(&sa.sa_mask);
   if (::sigaction(SIGSYS, &sa, nullptr) != 0) return absl::InternalError("sigaction(SIGSYS) failed");
+  // As pid 1 of its namespace, a worker ignores the SIGABRT that abort() raises on itself (the
+  // kernel protects init from its own default-action signals): a handler gets it delivered.
+  struct sigaction abrt {};
+  abrt.sa_handler = &OnSigabrt;
+  sigemptyset(&abrt.sa_mask);
+  if (::sigaction(SIGABRT, &abrt, nullptr) != 0) return absl::InternalError("sigaction(SIGABRT) failed");
   return absl::OkStatus();
 }
 

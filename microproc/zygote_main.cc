@@ -8,6 +8,7 @@
 //
 // Microprocesses are created with CLONE_PARENT so that the supervisor is their parent: it
 // learns every exit and its status through a pidfd, whatever happens to the zygote.
+#include <poll.h>
 #include <sched.h>
 #include <signal.h>
 #include <sys/mman.h>
@@ -20,6 +21,7 @@
 
 #include "absl/strings/str_cat.h"
 #include "microproc/fd_passing.h"
+#include "microproc/namespaces.h"
 #include "microproc/plugin.h"
 #include "microproc/sandbox.h"
 #include "microproc/worker.h"
@@ -47,22 +49,45 @@ void SendHello(bool ok, absl::string_view version, absl::string_view message) {
 }
 
 // The new microprocess, between clone and its first call. Never returns.
-[[noreturn]] void BecomeWorker(absl::string_view module_name, pid_t host_pid, UniqueFd ring_fd,
+// Which sandbox layers the config switched on (--sandbox seccomp,landlock,namespaces,rlimits).
+struct Layers {
+  bool seccomp = true;
+  bool landlock = true;
+  bool namespaces = true;
+  bool rlimits = true;
+};
+
+// True if the process behind `pidfd` has exited (its pidfd polls readable).
+bool Exited(int pidfd) {
+  pollfd p{pidfd, POLLIN, 0};
+  return ::poll(&p, 1, 0) == 1;
+}
+
+[[noreturn]] void BecomeWorker(absl::string_view module_name, int host_pidfd, UniqueFd ring_fd,
                                UniqueFd doorbell_fd, const SpawnRequest& req, const Plugin& plugin,
-                               const shm::HeapView& heap) {
+                               const shm::HeapView& heap, const Layers& layers) {
   if (auto s = SetParentDeathSignal(); !s.ok()) Die(module_name, s);
-  if (::getppid() != host_pid) _exit(71);  // the host died before we armed the signal
+  // The host died before the signal was armed? (getppid() is 0 in a new pid namespace, so ask
+  // the host's pidfd instead.)
+  if (Exited(host_pidfd)) _exit(71);
   auto ring = shm::RingFile::Attach(std::move(ring_fd));
   if (!ring.ok()) Die(module_name, ring.status());
   const int bell = doorbell_fd.release();
   // Everything but stderr and the doorbell: the ring and heap stay mapped, their fds go.
   if (auto s = CloseFdsExcept({2, bell}); !s.ok()) Die(module_name, s);
-  if (auto s = ApplyRlimits(req.address_space_bytes, 16); !s.ok()) Die(module_name, s);
+  if (layers.rlimits) {
+    if (auto s = ApplyRlimits(req.address_space_bytes, 16); !s.ok()) Die(module_name, s);
+  }
   if (auto s = SetNoNewPrivs(); !s.ok()) Die(module_name, s);
+  if (layers.landlock && RestrictFilesystemWithLandlock().ok()) {
+    ring->header()->worker.landlock.store(1, std::memory_order_release);
+  }
   if (auto s = InstallSigsysReporter(&ring->header()->worker.forbidden_syscall); !s.ok()) {
     Die(module_name, s);
   }
-  if (auto s = InstallWorkerSeccomp({bell}); !s.ok()) Die(module_name, s);
+  if (layers.seccomp) {
+    if (auto s = InstallWorkerSeccomp({bell}); !s.ok()) Die(module_name, s);
+  }
   mp_heap module_heap = MakeModuleHeap(heap);
   ServeCalls(*ring, bell, *plugin.module, module_heap, {req.spin_iterations});
   _exit(0);
@@ -71,14 +96,25 @@ void SendHello(bool ok, absl::string_view version, absl::string_view message) {
 int Main(int argc, char** argv) {
   std::string module, plugin_path;
   bool copy_on_write = false;
+  Layers layers;
   for (int i = 1; i + 1 < argc; i += 2) {
     std::string flag = argv[i];
     if (flag == "--module") module = argv[i + 1];
     if (flag == "--plugin") plugin_path = argv[i + 1];
     if (flag == "--heap-mode") copy_on_write = std::string(argv[i + 1]) == "cow";
+    if (flag == "--sandbox") {
+      const std::string on = absl::StrCat(",", argv[i + 1], ",");
+      layers.seccomp = on.find(",seccomp,") != std::string::npos;
+      layers.landlock = on.find(",landlock,") != std::string::npos;
+      layers.namespaces = on.find(",namespaces,") != std::string::npos;
+      layers.rlimits = on.find(",rlimits,") != std::string::npos;
+    }
   }
   if (auto s = SetParentDeathSignal(); !s.ok()) Die(module, s);
-  const pid_t host_pid = ::getppid();
+  // A pidfd of the host, opened while it is still visible (before any namespace): workers use
+  // it to check that the host is alive.
+  const int host_pidfd = static_cast<int>(::syscall(SYS_pidfd_open, ::getppid(), 0));
+  if (host_pidfd < 0) Die(module, absl::InternalError("pidfd_open(host) failed"));
 
   auto segment = shm::Segment::Adopt(UniqueFd(kHelperHeapFd), "heap");
   if (!segment.ok()) {
@@ -107,7 +143,16 @@ int Main(int argc, char** argv) {
     SendHello(false, "", plugin.status().message());
     return 1;
   }
-  SendHello(true, plugin->module->version ? plugin->module->version : "", "ready");
+  // Namespaces last: the plugin is loaded and the heap mapped, nothing else is needed from the
+  // host's view of the system.
+  std::string ns_problem;
+  bool pid_namespaces = false;
+  if (layers.namespaces) {
+    ns_problem = EnterZygoteNamespaces();
+    pid_namespaces = ns_problem.empty();
+  }
+  SendHello(true, plugin->module->version ? plugin->module->version : "",
+            ns_problem.empty() ? "ready" : absl::StrCat("ready without namespaces: ", ns_problem));
 
   for (;;) {
     SpawnRequest req;
@@ -117,10 +162,19 @@ int Main(int argc, char** argv) {
     if (!n.ok() || *n == 0) return 0;  // the supervisor closed the socket: we are done
     if (*n != sizeof req || fds.size() != 2) continue;
     SpawnReply reply{req.worker_id, 0, 0};
-    // Like fork(), but the child's parent is the supervisor (our parent).
-    long pid = ::syscall(SYS_clone, CLONE_PARENT | SIGCHLD, nullptr, nullptr, nullptr, 0);
+    // Like fork(), but the child's parent is the supervisor (our parent), and the child is
+    // pid 1 of a pid namespace of its own: it can see no other process.
+    unsigned long flags = CLONE_PARENT | SIGCHLD | (pid_namespaces ? CLONE_NEWPID : 0);
+    long pid = ::syscall(SYS_clone, flags, nullptr, nullptr, nullptr, 0);
+    if (pid < 0 && pid_namespaces && (errno == EINVAL || errno == EPERM || errno == ENOSPC)) {
+      std::fprintf(stderr, "mp-zygote[%s]: no pid namespace for workers: %s\n", module.c_str(),
+                   strerror(errno));
+      pid_namespaces = false;
+      pid = ::syscall(SYS_clone, CLONE_PARENT | SIGCHLD, nullptr, nullptr, nullptr, 0);
+    }
     if (pid == 0) {
-      BecomeWorker(module, host_pid, std::move(fds[0]), std::move(fds[1]), req, *plugin, *heap);
+      BecomeWorker(module, host_pidfd, std::move(fds[0]), std::move(fds[1]), req, *plugin, *heap,
+                   layers);
     }
     if (pid < 0) {
       reply.error = errno;

@@ -36,6 +36,16 @@ struct Module {
                                        # calls (+0-10% jitter so workers do not recycle together)
   maxPrivateMb @17 :UInt32;            # 0: none; a worker whose USS passes it is replaced
   queueLimit @18 :UInt32 = 1024;       # calls waiting for a worker; beyond: 503 + Retry-After
+  sandbox @19 :Sandbox;                # layers of the microprocess sandbox (all on by default)
+}
+
+# Each layer can be switched off for debugging; no_new_privs, closing every other descriptor
+# and the parent-death signal are always on. docs/security.md says what each layer stops.
+struct Sandbox {
+  seccomp @0 :Bool = true;     # syscall allowlist
+  landlock @1 :Bool = true;    # no filesystem access at all
+  namespaces @2 :Bool = true;  # user, pid, net, ipc and mount namespaces
+  rlimits @3 :Bool = true;     # address space, files, no core dumps
 }
 
 struct Option {

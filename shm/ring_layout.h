@@ -52,6 +52,7 @@ static_assert(sizeof(RingControl) == 192);
 struct WorkerBlock {
   alignas(64) std::atomic<uint32_t> state;       // a WorkerState
   std::atomic<int32_t> forbidden_syscall;        // set by the SIGSYS path before exiting, or -1
+  std::atomic<uint32_t> landlock;  // 1 once the worker restricted itself with Landlock (its claim)
 };
 
 enum class WorkerState : uint32_t { kStarting = 0, kReady = 1, kBusy = 2, kStopped = 3 };

@@ -92,6 +92,44 @@ TEST_F(HostTest, WorkersAreSandboxedAndMapTheHeapPrivateReadOnly) {
   }
 }
 
+TEST_F(HostTest, EveryLayerIsInForceAndListedFromProc) {
+  CommandResult ps = host_.Mpctl({"ps", "--json"});
+  auto pids = WorkerPids(ps.out);
+  ASSERT_EQ(pids.size(), 2u);
+  for (const char* layer : {"close_fds", "rlimits", "no_new_privs", "seccomp", "landlock",
+                            "user_ns", "pid_ns", "net_ns", "ipc_ns", "mnt_ns"}) {
+    std::regex re(std::string("\"") + layer + "\"");
+    EXPECT_EQ(std::distance(std::sregex_iterator(ps.out.begin(), ps.out.end(), re),
+                            std::sregex_iterator()),
+              2)
+        << layer << " missing: " << ps.out;
+  }
+  for (pid_t pid : pids) {
+    // Outside its user namespace the worker is nobody, and it is pid 1 of its own namespace.
+    EXPECT_EQ(ProcStatusField(pid, "Uid").substr(0, 5), ::getuid() == 0 ? "65534" : std::to_string(::getuid()).substr(0, 5));
+    EXPECT_THAT(ProcStatusField(pid, "NSpid"), ::testing::EndsWith("\t1"));
+  }
+}
+
+TEST(SandboxConfigTest, LayersCanBeSwitchedOff) {
+  char tmpl[] = "/tmp/mphost-sb-XXXXXX";
+  const std::string dir = ::mkdtemp(tmpl);
+  std::ofstream(dir + "/mphost.json")
+      << "{\"modules\":[{\"name\":\"echo\",\"plugin\":\"" << ModuleDir()
+      << "/libecho.so\",\"workers\":1,\"sandbox\":{\"namespaces\":false,\"landlock\":false}}]}";
+  {
+    HostProcess host({"--config", dir + "/mphost.json"});
+    ASSERT_TRUE(host.started()) << host.Log();
+    std::string ps = host.Mpctl({"ps", "--json"}).out;
+    EXPECT_THAT(ps, HasSubstr("\"seccomp\""));
+    EXPECT_THAT(ps, Not(HasSubstr("_ns\"")));
+    EXPECT_THAT(ps, Not(HasSubstr("landlock")));
+    EXPECT_EQ(HttpRequest(host.port(), "GET", "/m/echo/").status, 200);
+  }
+  int unused = ::system(("rm -rf '" + dir + "'").c_str());
+  (void)unused;
+}
+
 TEST_F(HostTest, ControlSocketIsOwnerOnly) {
   struct stat st;
   ASSERT_EQ(::stat(host_.control().c_str(), &st), 0);
