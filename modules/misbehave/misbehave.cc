@@ -3,7 +3,7 @@
 //
 // Build-time misbehaviour (option "build"): "ok" (default), "crash" (SIGSEGV), "throw",
 // "spin" (never returns), "oversize" (allocates past any heap limit), "fork" (tries to create
-// a process, which the builder's sandbox forbids).
+// a process, which the builder's sandbox forbids). Option "heap_mb": add N MiB of filler.
 //
 // Call-time misbehaviour, by path: /ok, /segv, /abort, /exit (exits cleanly mid-call),
 // /spin, /spin-cooperative (until the host cancels), /alloc (allocates without end), /stack (overflows its stack), /open, /socket,
@@ -43,6 +43,13 @@ volatile int sink;
 struct Misbehave {
   static void Build(mp::HeapBuilder& heap) {
     std::string mode(heap.Option("build").value_or("ok"));
+    // heap_mb=N: fill N MiB of heap with a pattern (for spawn and memory benchmarks).
+    if (auto mb = heap.Option("heap_mb")) {
+      const size_t bytes = static_cast<size_t>(std::atoll(std::string(*mb).c_str())) << 20;
+      auto* filler = heap.Construct<mp::HeapVector<char>>("filler", heap.allocator());
+      filler->reserve(bytes);
+      for (size_t i = 0; i < bytes; ++i) filler->push_back(static_cast<char>(i * 131));
+    }
     heap.Construct<mp::HeapString>("marker", "misbehave heap", heap.allocator());
     // The builder's parent is the supervisor: remember its pid for /kill-host.
     heap.Construct<int64_t>("host_pid", static_cast<int64_t>(::getppid()));
