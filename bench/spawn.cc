@@ -3,9 +3,10 @@
 // a start without a zygote (exec of the helper that maps the heap and loads the plugin); then
 // the time and total PSS to bring up N live microprocesses on one module.
 //
-//   build/bin/spawn [--samples N] [--live N] [--quick]
+//   build/bin/spawn [--samples N] [--live N] [--quick] [--sandbox LAYERS]
 #include <limits.h>
 #include <poll.h>
+#include <sched.h>
 #include <signal.h>
 #include <spawn.h>
 #include <sys/wait.h>
@@ -50,8 +51,11 @@ std::string ExeDir() {
   return path.substr(0, path.rfind('/'));
 }
 
+std::string g_sandbox = "seccomp,landlock,namespaces,rlimits";  // --sandbox overrides
+
 host::ModuleConfig Module(uint64_t heap_mb) {
   host::ModuleConfig c;
+  c.sandbox = g_sandbox;
   c.name = "misbehave";
   c.plugin = ExeDir() + "/../modules/libmisbehave.so";
   c.max_heap_bytes = (heap_mb + 16) << 20;
@@ -81,6 +85,7 @@ Live SpawnReady(Generation& gen, uint64_t id, double* us) {
   }
   auto& state = l.ring->header()->worker.state;
   while (state.load(std::memory_order_acquire) != static_cast<uint32_t>(shm::WorkerState::kReady)) {
+    ::sched_yield();  // leave the CPU to the new worker (2 cores, shared)
     if (Clock::now() - start > std::chrono::seconds(10)) {
       std::fprintf(stderr, "worker %d never became ready\n", *pid);
       std::exit(1);
@@ -151,13 +156,15 @@ int Main(int argc, char** argv) {
       live = 50;
     } else if (a == "--samples" && i + 1 < argc) {
       samples = std::atoi(argv[++i]);
+    } else if (a == "--sandbox" && i + 1 < argc) {  // e.g. "seccomp,rlimits" or "none"
+      g_sandbox = argv[++i];
     } else if (a == "--live" && i + 1 < argc) {
       live = std::atoi(argv[++i]);
     }
   }
   const host::HelperPaths helpers{ExeDir() + "/mp-builder", ExeDir() + "/mp-zygote"};
-  std::printf("bench/spawn: %d samples per line; every worker fully sandboxed (namespaces, "
-              "landlock, seccomp, rlimits)\n", samples);
+  std::printf("bench/spawn: %d samples per line; worker sandbox layers: %s\n", samples,
+              g_sandbox.c_str());
   std::printf("building heaps of 1 MiB and 1 GiB...\n");
   auto small_cfg = Module(1), big_cfg = Module(1024);
   auto small_heap = host::BuildHeap(small_cfg, 1, helpers, 300000);

@@ -87,6 +87,8 @@ absl::Status OptionsToLists(capnp::JsonValue::Builder root, absl::string_view so
 
 }  // namespace
 
+constexpr char kSystemWords[] = "/usr/share/dict/words";
+
 std::string DefaultControlSocket() {
   const char* xdg = ::getenv("XDG_RUNTIME_DIR");
   if (xdg != nullptr && xdg[0] == '/') return absl::StrCat(xdg, "/mphost.sock");
@@ -106,6 +108,16 @@ HostConfig DefaultConfig(const std::string& module_dir) {
   echo.plugin = absl::StrCat(module_dir, "/libecho.so");
   echo.max_heap_bytes = 16ull << 20;
   c.modules.push_back(echo);
+  // dict serves the system word list (Debian package wamerican), when it is installed.
+  struct stat st;
+  if (::stat(kSystemWords, &st) == 0 && S_ISREG(st.st_mode)) {
+    ModuleConfig dict;
+    dict.name = "dict";
+    dict.plugin = absl::StrCat(module_dir, "/libdict.so");
+    dict.max_heap_bytes = 64ull << 20;
+    dict.data_files = {{"words", kSystemWords}};
+    c.modules.push_back(dict);
+  }
   return c;
 }
 

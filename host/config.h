@@ -48,7 +48,8 @@ absl::StatusOr<HostConfig> LoadConfigFile(const std::string& path);
 absl::StatusOr<HostConfig> ParseConfig(absl::string_view json, absl::string_view source,
                                        const std::string& base_dir);
 
-// The bundled modules under `module_dir` (echo), served when no config is given.
+// The bundled modules under `module_dir`, served when no config is given: echo, and dict over
+// /usr/share/dict/words when that file exists.
 HostConfig DefaultConfig(const std::string& module_dir);
 
 // $XDG_RUNTIME_DIR/mphost.sock, or /tmp/mphost-UID.sock. mpctl uses the same default.

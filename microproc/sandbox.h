@@ -9,6 +9,8 @@
 #include <vector>
 
 #include "absl/status/status.h"
+#include "absl/status/statusor.h"
+#include <sys/types.h>
 
 namespace mp::microproc {
 
@@ -35,6 +37,19 @@ absl::Status SetParentDeathSignal();
 // kForbiddenSyscallExit; without it, SIGSYS kills it. Allocates while building the filter, so
 // call before serving.
 absl::Status InstallWorkerSeccomp(const SeccompTarget& target);
+
+// A seccomp BPF program compiled once (in the zygote) and loaded by each worker with one
+// prctl: libseccomp's compilation costs far more than a fork.
+struct CompiledFilter {
+  std::vector<uint64_t> program;  // struct sock_filter entries (8 bytes each)
+};
+
+// Compiles the worker allowlist for a worker whose doorbell is `doorbell_fd` and whose pid is
+// `pid` (1 in a pid namespace of its own).
+absl::StatusOr<CompiledFilter> CompileWorkerSeccomp(int doorbell_fd, pid_t pid);
+
+// Loads a compiled filter into the calling process. Allocation-free; needs no_new_privs.
+absl::Status LoadCompiledFilter(const CompiledFilter& filter);
 
 // Exit status of a worker that called a forbidden syscall (128 + SIGSYS).
 inline constexpr int kForbiddenSyscallExit = 159;

@@ -8,6 +8,10 @@
 #include <seccomp.h>
 #include <signal.h>
 #include <sys/mman.h>
+#include <linux/filter.h>
+#include <linux/seccomp.h>
+#include <string.h>
+#include <sys/prctl.h>
 #include <sys/syscall.h>
 #include <unistd.h>
 
@@ -46,6 +50,24 @@ class Filter {
     }
     int rc = seccomp_rule_add(ctx_, action, nr, sizeof...(args), args...);
     if (rc != 0) status_ = absl::InternalError(absl::StrCat("seccomp_rule_add(", name, "): ", rc));
+  }
+
+  // Compiles to BPF without loading it.
+  absl::StatusOr<CompiledFilter> Export() {
+    if (ctx_ == nullptr) return absl::InternalError("seccomp_init failed");
+    if (!status_.ok()) return status_;
+    int fd = ::memfd_create("seccomp-bpf", MFD_CLOEXEC);
+    if (fd < 0) return absl::InternalError("memfd_create for the seccomp program failed");
+    int rc = seccomp_export_bpf(ctx_, fd);
+    off_t size = ::lseek(fd, 0, SEEK_END);
+    CompiledFilter out;
+    if (rc == 0 && size > 0 && size % 8 == 0) {
+      out.program.resize(static_cast<size_t>(size) / 8);
+      if (::pread(fd, out.program.data(), static_cast<size_t>(size), 0) != size) rc = -1;
+    }
+    ::close(fd);
+    if (rc != 0 || out.program.empty()) return absl::InternalError("seccomp_export_bpf failed");
+    return out;
   }
 
   absl::Status Load() {
@@ -101,12 +123,13 @@ std::string SyscallName(int nr) {
   return out;
 }
 
-absl::Status InstallWorkerSeccomp(const SeccompTarget& target) {
-  // Trap rather than kill: the SIGSYS reporter names the syscall for the supervisor.
-  Filter f(SCMP_ACT_TRAP);
+namespace {
+
+// The worker allowlist, for a worker whose doorbell is `doorbell_fd` and pid is `pid`.
+void AddWorkerRules(Filter& f, int doorbell_fd, pid_t pid) {
   // The ring protocol: sleep and wake on the futex word; ring the host's eventfd doorbell.
   f.Allow("futex");
-  f.Allow("write", SCMP_A0(SCMP_CMP_EQ, static_cast<scmp_datum_t>(target.doorbell_fd)));
+  f.Allow("write", SCMP_A0(SCMP_CMP_EQ, static_cast<scmp_datum_t>(doorbell_fd)));
   // Diagnostics from the runtime and modules go to stderr, which the host logs.
   f.Allow("write", SCMP_A0(SCMP_CMP_EQ, 2));
   f.Allow("writev", SCMP_A0(SCMP_CMP_EQ, 2));
@@ -129,15 +152,40 @@ absl::Status InstallWorkerSeccomp(const SeccompTarget& target) {
   // Identity and signals to itself only: abort() raises SIGABRT with tgkill(own pid, ...).
   f.Allow("getpid");
   f.Allow("gettid");
-  f.Allow("tgkill", SCMP_A0(SCMP_CMP_EQ, static_cast<scmp_datum_t>(::getpid())));
+  f.Allow("tgkill", SCMP_A0(SCMP_CMP_EQ, static_cast<scmp_datum_t>(pid)));
   f.Allow("rt_sigprocmask");
   f.Allow("rt_sigreturn");
   f.Allow("restart_syscall");
   // Leaving.
   f.Allow("exit");
   f.Allow("exit_group");
+}
+
+}  // namespace
+
+absl::Status InstallWorkerSeccomp(const SeccompTarget& target) {
+  // Trap rather than kill: the SIGSYS reporter names the syscall for the supervisor.
+  Filter f(SCMP_ACT_TRAP);
+  AddWorkerRules(f, target.doorbell_fd, ::getpid());
   return f.Load();
 }
+
+absl::StatusOr<CompiledFilter> CompileWorkerSeccomp(int doorbell_fd, pid_t pid) {
+  Filter f(SCMP_ACT_TRAP);
+  AddWorkerRules(f, doorbell_fd, pid);
+  return f.Export();
+}
+
+absl::Status LoadCompiledFilter(const CompiledFilter& filter) {
+  sock_fprog prog{static_cast<unsigned short>(filter.program.size()),
+                  reinterpret_cast<sock_filter*>(const_cast<uint64_t*>(filter.program.data()))};
+  if (::prctl(PR_SET_SECCOMP, SECCOMP_MODE_FILTER, &prog, 0, 0) != 0) {
+    return absl::InternalError(absl::StrCat("prctl(PR_SET_SECCOMP): ", strerror(errno)));
+  }
+  return absl::OkStatus();
+}
+
+
 
 absl::Status InstallBuilderSeccomp() {
   Filter f(SCMP_ACT_ALLOW);

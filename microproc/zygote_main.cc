@@ -17,6 +17,7 @@
 
 #include <cstdio>
 #include <cstring>
+#include <optional>
 #include <string>
 
 #include "absl/strings/str_cat.h"
@@ -63,16 +64,21 @@ bool Exited(int pidfd) {
   return ::poll(&p, 1, 0) == 1;
 }
 
+// The worker's doorbell is moved to this fd, so that a filter compiled in advance can name it.
+constexpr int kWorkerDoorbellFd = 3;
+
 [[noreturn]] void BecomeWorker(absl::string_view module_name, int host_pidfd, UniqueFd ring_fd,
                                UniqueFd doorbell_fd, const SpawnRequest& req, const Plugin& plugin,
-                               const shm::HeapView& heap, const Layers& layers) {
+                               const shm::HeapView& heap, const Layers& layers,
+                               const std::optional<CompiledFilter>& filter) {
   if (auto s = SetParentDeathSignal(); !s.ok()) Die(module_name, s);
   // The host died before the signal was armed? (getppid() is 0 in a new pid namespace, so ask
   // the host's pidfd instead.)
   if (Exited(host_pidfd)) _exit(71);
   auto ring = shm::RingFile::Attach(std::move(ring_fd));
   if (!ring.ok()) Die(module_name, ring.status());
-  const int bell = doorbell_fd.release();
+  if (::dup2(doorbell_fd.get(), kWorkerDoorbellFd) < 0) _exit(72);
+  const int bell = kWorkerDoorbellFd;
   // Everything but stderr and the doorbell: the ring and heap stay mapped, their fds go.
   if (auto s = CloseFdsExcept({2, bell}); !s.ok()) Die(module_name, s);
   if (layers.rlimits) {
@@ -86,7 +92,8 @@ bool Exited(int pidfd) {
     Die(module_name, s);
   }
   if (layers.seccomp) {
-    if (auto s = InstallWorkerSeccomp({bell}); !s.ok()) Die(module_name, s);
+    auto s = filter ? LoadCompiledFilter(*filter) : InstallWorkerSeccomp({bell});
+    if (!s.ok()) Die(module_name, s);
   }
   mp_heap module_heap = MakeModuleHeap(heap);
   ServeCalls(*ring, bell, *plugin.module, module_heap, {req.spin_iterations});
@@ -151,6 +158,13 @@ int Main(int argc, char** argv) {
     ns_problem = EnterZygoteNamespaces();
     pid_namespaces = ns_problem.empty();
   }
+  // Workers in pid namespaces of their own all have pid 1 and the doorbell at the same fd: one
+  // filter, compiled here once, serves them all.
+  std::optional<CompiledFilter> filter;
+  if (layers.seccomp && pid_namespaces) {
+    auto compiled = CompileWorkerSeccomp(kWorkerDoorbellFd, 1);
+    if (compiled.ok()) filter = *std::move(compiled);
+  }
   SendHello(true, plugin->module->version ? plugin->module->version : "",
             ns_problem.empty() ? "ready" : absl::StrCat("ready without namespaces: ", ns_problem));
 
@@ -170,11 +184,12 @@ int Main(int argc, char** argv) {
       std::fprintf(stderr, "mp-zygote[%s]: no pid namespace for workers: %s\n", module.c_str(),
                    strerror(errno));
       pid_namespaces = false;
+      filter.reset();  // compiled for pid 1
       pid = ::syscall(SYS_clone, CLONE_PARENT | SIGCHLD, nullptr, nullptr, nullptr, 0);
     }
     if (pid == 0) {
       BecomeWorker(module, host_pidfd, std::move(fds[0]), std::move(fds[1]), req, *plugin, *heap,
-                   layers);
+                   layers, filter);
     }
     if (pid < 0) {
       reply.error = errno;
