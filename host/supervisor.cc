@@ -940,6 +940,51 @@ std::string Supervisor::MetricsText() const {
     absl::StrAppend(&out, "mphost_worker_restarts_total{module=\"", name, "\"} ",
                     m->restarts_total, "\n");
   }
+  // Memory, read from /proc at scrape time: per module (its workers; the heap figures include
+  // the zygote, which maps it too) and for the supervisor itself.
+  const auto workers = Workers(/*with_memory=*/true);
+  std::map<std::string, MemoryUsage> by_module;
+  for (const auto& w : workers) {
+    MemoryUsage& t = by_module[w.module];
+    t.rss_bytes += w.memory.rss_bytes;
+    t.pss_bytes += w.memory.pss_bytes;
+    t.uss_bytes += w.memory.uss_bytes;
+  }
+  std::map<std::string, std::pair<uint64_t, uint64_t>> heap_share;  // pss, privatized
+  for (const auto& h : Heaps("")) {
+    heap_share[h.module].first += h.pss_bytes;
+    heap_share[h.module].second += h.privatized_bytes;
+  }
+  absl::StrAppend(&out,
+                  "# HELP mphost_worker_pss_bytes Proportional set size of the module's workers.\n"
+                  "# TYPE mphost_worker_pss_bytes gauge\n");
+  for (const auto& [name, m] : modules_) {
+    absl::StrAppend(&out, "mphost_worker_pss_bytes{module=\"", name, "\"} ", by_module[name].pss_bytes, "\n");
+  }
+  absl::StrAppend(&out,
+                  "# HELP mphost_worker_uss_bytes Unique (private) memory of the module's workers.\n"
+                  "# TYPE mphost_worker_uss_bytes gauge\n");
+  for (const auto& [name, m] : modules_) {
+    absl::StrAppend(&out, "mphost_worker_uss_bytes{module=\"", name, "\"} ", by_module[name].uss_bytes, "\n");
+  }
+  absl::StrAppend(&out,
+                  "# HELP mphost_heap_pss_bytes The heap's share of RAM over every process mapping it.\n"
+                  "# TYPE mphost_heap_pss_bytes gauge\n");
+  for (const auto& [name, m] : modules_) {
+    absl::StrAppend(&out, "mphost_heap_pss_bytes{module=\"", name, "\"} ", heap_share[name].first, "\n");
+  }
+  absl::StrAppend(&out,
+                  "# HELP mphost_heap_privatized_bytes Heap pages copied out of sharing by writes.\n"
+                  "# TYPE mphost_heap_privatized_bytes gauge\n");
+  for (const auto& [name, m] : modules_) {
+    absl::StrAppend(&out, "mphost_heap_privatized_bytes{module=\"", name, "\"} ", heap_share[name].second, "\n");
+  }
+  if (auto self = ReadMemoryUsage(::getpid(), "/memfd:mp-heap.")) {
+    absl::StrAppend(&out,
+                    "# HELP mphost_host_pss_bytes Proportional set size of the supervisor itself.\n"
+                    "# TYPE mphost_host_pss_bytes gauge\n"
+                    "mphost_host_pss_bytes ", self->pss_bytes, "\n");
+  }
   absl::StrAppend(&out,
                   "# HELP mphost_heap_bytes Size of the module's sealed heap segment.\n"
                   "# TYPE mphost_heap_bytes gauge\n");

@@ -273,6 +273,10 @@ TEST(AccountingTest, FiguresAgreeWithProc) {
   EXPECT_THAT(heap, HasSubstr("\"seals\":[\"seal\",\"shrink\",\"grow\",\"write\"]"));
   EXPECT_EQ(JsonNumber(heap, "mappers"), 3u) << heap;  // two workers and the zygote
   EXPECT_EQ(JsonNumber(heap, "privatized_bytes"), 0u);
+  HttpResponse metrics = HttpRequest(host.port(), "GET", "/metrics");
+  EXPECT_THAT(metrics.body, HasSubstr("mphost_worker_pss_bytes{module=\"echo\"} "));
+  EXPECT_THAT(metrics.body, HasSubstr("mphost_heap_privatized_bytes{module=\"echo\"} 0\n"));
+  EXPECT_THAT(metrics.body, HasSubstr("mphost_host_pss_bytes "));
   CommandResult human = host.Mpctl({"heap"});
   EXPECT_THAT(human.out, HasSubstr("PRIVATIZED"));
   EXPECT_THAT(human.out, HasSubstr("KiB"));
