@@ -252,7 +252,7 @@ TEST(AccountingTest, FiguresAgreeWithProc) {
   ASSERT_TRUE(host.started()) << host.Log();
   HttpRequest(host.port(), "GET", "/m/echo/");
   std::string ps = host.Mpctl({"ps", "--json"}).out;
-  std::regex entry("\\{\"pid\":([0-9]+)[^}]*\"pss_bytes\":([0-9]+),\"uss_bytes\":([0-9]+),"
+  std::regex entry("\\{\"pid\":([0-9]+),\"module\":\"echo\"[^}]*\"pss_bytes\":([0-9]+),\"uss_bytes\":([0-9]+),"
                    "\"heap_resident_bytes\":([0-9]+),\"heap_privatized_bytes\":([0-9]+)");
   int seen = 0;
   for (auto it = std::sregex_iterator(ps.begin(), ps.end(), entry); it != std::sregex_iterator();

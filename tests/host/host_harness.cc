@@ -236,9 +236,10 @@ std::vector<pid_t> HostProcess::Children() const {
   return out;
 }
 
-std::vector<pid_t> WorkerPids(const std::string& ps_json) {
+std::vector<pid_t> WorkerPids(const std::string& ps_json, const std::string& module) {
   std::vector<pid_t> out;
-  const std::regex pid_re("\"pid\":([0-9]+)");
+  const std::regex pid_re(module.empty() ? std::string("\"pid\":([0-9]+)")
+                                         : "\"pid\":([0-9]+),\"module\":\"" + module + "\"");
   for (auto it = std::sregex_iterator(ps_json.begin(), ps_json.end(), pid_re);
        it != std::sregex_iterator(); ++it) {
     out.push_back(std::stoi((*it)[1]));

@@ -75,8 +75,8 @@ class HostProcess {
   bool stopped_ = false;
 };
 
-// Worker pids from `mpctl ps --json` output.
-std::vector<pid_t> WorkerPids(const std::string& ps_json);
+// Worker pids from `mpctl ps --json` output (of `module` only, if given).
+std::vector<pid_t> WorkerPids(const std::string& ps_json, const std::string& module = "");
 
 // A /proc/PID/status field ("Seccomp"), trimmed; empty if absent.
 std::string ProcStatusField(pid_t pid, const std::string& field);

@@ -34,7 +34,7 @@ TEST_F(HostTest, EchoAnswersFromTheHeapWithTheRequestBody) {
   // The answering worker is one of the host's microprocesses.
   CommandResult ps = host_.Mpctl({"ps", "--json"});
   ASSERT_EQ(ps.exit_code, 0) << ps.err;
-  auto pids = WorkerPids(ps.out);
+  auto pids = WorkerPids(ps.out, "echo");
   ASSERT_EQ(pids.size(), 2u) << ps.out;
   const pid_t served = std::stoi(r.headers["x-mphost-worker"]);
   EXPECT_TRUE(served == pids[0] || served == pids[1]) << served;
@@ -64,7 +64,7 @@ TEST_F(HostTest, HealthAndReadiness) {
 TEST_F(HostTest, WorkersAreSandboxedAndMapTheHeapPrivateReadOnly) {
   CommandResult ps = host_.Mpctl({"ps", "--json"});
   ASSERT_EQ(ps.exit_code, 0) << ps.err;
-  auto pids = WorkerPids(ps.out);
+  auto pids = WorkerPids(ps.out, "echo");
   ASSERT_EQ(pids.size(), 2u);
   for (pid_t pid : pids) {
     EXPECT_EQ(ProcStatusField(pid, "Seccomp"), "2") << pid;
@@ -94,14 +94,14 @@ TEST_F(HostTest, WorkersAreSandboxedAndMapTheHeapPrivateReadOnly) {
 
 TEST_F(HostTest, EveryLayerIsInForceAndListedFromProc) {
   CommandResult ps = host_.Mpctl({"ps", "--json"});
-  auto pids = WorkerPids(ps.out);
+  auto pids = WorkerPids(ps.out, "echo");
   ASSERT_EQ(pids.size(), 2u);
   for (const char* layer : {"close_fds", "rlimits", "no_new_privs", "seccomp", "landlock",
                             "user_ns", "pid_ns", "net_ns", "ipc_ns", "mnt_ns"}) {
     std::regex re(std::string("\"") + layer + "\"");
     EXPECT_EQ(std::distance(std::sregex_iterator(ps.out.begin(), ps.out.end(), re),
                             std::sregex_iterator()),
-              2)
+              static_cast<long>(WorkerPids(ps.out).size()))
         << layer << " missing: " << ps.out;
   }
   for (pid_t pid : pids) {
@@ -177,12 +177,12 @@ TEST_F(HostTest, MpctlPsAndCall) {
 }
 
 TEST_F(HostTest, KilledWorkerIsReplacedAndServiceContinues) {
-  auto before = WorkerPids(host_.Mpctl({"ps", "--json"}).out);
+  auto before = WorkerPids(host_.Mpctl({"ps", "--json"}).out, "echo");
   ASSERT_EQ(before.size(), 2u);
   ASSERT_EQ(::kill(before[0], SIGKILL), 0);
   std::vector<pid_t> after;
   for (int i = 0; i < 300; ++i) {  // ≤ 3 s
-    after = WorkerPids(host_.Mpctl({"ps", "--json"}).out);
+    after = WorkerPids(host_.Mpctl({"ps", "--json"}).out, "echo");
     if (after.size() == 2 && std::find(after.begin(), after.end(), before[0]) == after.end()) break;
     std::this_thread::sleep_for(std::chrono::milliseconds(10));
   }
