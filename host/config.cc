@@ -2,6 +2,7 @@
 
 #include <capnp/compat/json.h>
 #include <capnp/message.h>
+#include <grp.h>
 #include <sys/stat.h>
 #include <unistd.h>
 
@@ -158,6 +159,11 @@ absl::StatusOr<HostConfig> ParseConfig(absl::string_view json, absl::string_view
   if (out.control.empty() || out.control.size() > 100) {
     return FieldError(source, "control", "must be a socket path of 1 to 100 bytes");
   }
+  out.control_group = S(root.getControlGroup());
+  if (!out.control_group.empty() && ::getgrnam(out.control_group.c_str()) == nullptr) {
+    return FieldError(source, "controlGroup", absl::StrCat("no group named '", out.control_group, "'"));
+  }
+  out.drain_delay_ms = root.getDrainDelayMs();
   if (!root.hasModules() || root.getModules().size() == 0) {
     return FieldError(source, "modules", "at least one module is required");
   }

@@ -38,6 +38,8 @@ struct ModuleConfig {
 struct HostConfig {
   std::string listen = "127.0.0.1:8080";
   std::string control;  // Unix socket path
+  std::string control_group;  // empty: owner only (0600)
+  uint32_t drain_delay_ms = 0;
   std::vector<ModuleConfig> modules;
 };
 

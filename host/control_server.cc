@@ -1,14 +1,18 @@
 #include "host/control_server.h"
 
 #include <fcntl.h>
+#include <grp.h>
+#include <pwd.h>
 #include <sys/socket.h>
 #include <sys/stat.h>
 #include <sys/un.h>
 #include <unistd.h>
 
+#include <chrono>
 #include <cstring>
 
 #include "absl/strings/str_cat.h"
+#include "host/accounting.h"
 #include "host/log.h"
 #include "microproc/sandbox.h"
 #include "schemas/control.capnp.h"
@@ -16,6 +20,8 @@
 
 namespace mp::host {
 namespace {
+
+constexpr char kVersion[] = "0.1.0";
 
 // Fails the RPC with `s`'s message: mpctl prints it and exits 1.
 [[noreturn]] void Refuse(const absl::Status& s) {
@@ -25,7 +31,8 @@ namespace {
 
 class ControlImpl final : public control::Control::Server {
  public:
-  explicit ControlImpl(Supervisor& supervisor) : supervisor_(supervisor) {}
+  ControlImpl(Supervisor& supervisor, std::string listen, std::string control)
+      : supervisor_(supervisor), listen_(std::move(listen)), control_(std::move(control)) {}
 
   kj::Promise<void> ps(PsContext context) override {
     auto workers = supervisor_.Workers(/*with_memory=*/true);
@@ -65,6 +72,44 @@ class ControlImpl final : public control::Control::Server {
       if (!r.ok()) Refuse(r.status());
       context.getResults().setWorkers(*r);
     });
+  }
+
+  kj::Promise<void> status(StatusContext context) override {
+    auto out = context.getResults().initStatus();
+    const auto totals = supervisor_.ComputeTotals();
+    out.setVersion(kVersion);
+    out.setPid(::getpid());
+    out.setUptimeMs(static_cast<uint64_t>(
+        std::chrono::duration_cast<std::chrono::milliseconds>(std::chrono::steady_clock::now() - started_)
+            .count()));
+    out.setListen(listen_);
+    out.setControl(control_);
+    out.setDraining(supervisor_.draining());
+    out.setModules(totals.modules);
+    out.setModulesFailed(totals.modules_failed);
+    out.setWorkers(totals.workers);
+    out.setWorkersBusy(totals.workers_busy);
+    out.setCalls(totals.calls);
+    if (auto self = ReadMemoryUsage(::getpid(), "/memfd:mp-heap.")) out.setHostPssBytes(self->pss_bytes);
+    out.setWorkerPssBytes(totals.worker_pss_bytes);
+    out.setHeapBytes(totals.heap_bytes);
+    return kj::READY_NOW;
+  }
+
+  kj::Promise<void> kill(KillContext context) override {
+    if (auto s = supervisor_.KillWorker(context.getParams().getPid()); !s.ok()) Refuse(s);
+    return kj::READY_NOW;
+  }
+
+  kj::Promise<void> drain(DrainContext context) override {
+    (void)context;
+    supervisor_.RequestDrain();
+    return kj::READY_NOW;
+  }
+
+  kj::Promise<void> metrics(MetricsContext context) override {
+    context.getResults().setText(supervisor_.MetricsText());
+    return kj::READY_NOW;
   }
 
   kj::Promise<void> scale(ScaleContext context) override {
@@ -117,6 +162,10 @@ class ControlImpl final : public control::Control::Server {
       out.setWorkersBusy(m.workers_busy);
       out.setWorkersTarget(m.workers_target);
       out.setWorkersMax(m.workers_max);
+      auto bounds = out.initLatencyBounds(kLatencyBucketCount - 1);
+      for (size_t b = 0; b + 1 < kLatencyBucketCount; ++b) bounds.set(b, kLatencyBuckets[b]);
+      auto counts = out.initLatencyCounts(m.latency_buckets.size());
+      for (size_t b = 0; b < m.latency_buckets.size(); ++b) counts.set(b, m.latency_buckets[b]);
       out.setCalls(m.calls);
       out.setRestarts(m.restarts);
     }
@@ -152,6 +201,9 @@ class ControlImpl final : public control::Control::Server {
 
  private:
   Supervisor& supervisor_;
+  std::string listen_;
+  std::string control_;
+  std::chrono::steady_clock::time_point started_ = std::chrono::steady_clock::now();
 };
 
 // If a socket exists at `path`: a live listener is an error, a dead one is removed.
@@ -178,8 +230,25 @@ absl::Status ClearStaleSocket(const std::string& path) {
 
 }  // namespace
 
-ControlServer::ControlServer(kj::AsyncIoContext& io, Supervisor& supervisor)
-    : io_(io), supervisor_(supervisor), tasks_(*this) {}
+ControlServer::ControlServer(kj::AsyncIoContext& io, Supervisor& supervisor, std::string listen)
+    : io_(io), supervisor_(supervisor), listen_(std::move(listen)), tasks_(*this) {}
+
+namespace {
+// True if `uid` belongs to group `gid` (primary or supplementary).
+bool InGroup(uid_t uid, gid_t gid) {
+  passwd pw{}, *found = nullptr;
+  char buf[4096];
+  if (::getpwuid_r(uid, &pw, buf, sizeof buf, &found) != 0 || found == nullptr) return false;
+  if (pw.pw_gid == gid) return true;
+  gid_t groups[256];
+  int n = 256;
+  if (::getgrouplist(pw.pw_name, pw.pw_gid, groups, &n) < 0) return false;
+  for (int i = 0; i < n; ++i) {
+    if (groups[i] == gid) return true;
+  }
+  return false;
+}
+}  // namespace
 
 ControlServer::~ControlServer() {
   listener_ = nullptr;
@@ -192,14 +261,19 @@ void ControlServer::taskFailed(kj::Exception&& exception) {
   }
 }
 
-absl::Status ControlServer::Listen(const std::string& path) {
+absl::Status ControlServer::Listen(const std::string& path, const std::string& group) {
+  if (!group.empty()) {
+    struct group* g = ::getgrnam(group.c_str());
+    if (g == nullptr) return absl::NotFoundError(absl::StrCat("control group '", group, "' does not exist"));
+    group_ = g->gr_gid;
+  }
   if (path.size() >= sizeof(sockaddr_un::sun_path)) {
     return absl::InvalidArgumentError(absl::StrCat("control socket ", path, ": path too long"));
   }
   if (auto s = ClearStaleSocket(path); !s.ok()) return s;
   // Created 0600 from the start: the umask applies at bind(), so no window exists in which
   // another user could connect.
-  const mode_t old = ::umask(0177);
+  const mode_t old = ::umask(group_ == static_cast<gid_t>(-1) ? 0177 : 0117);
   KJ_IF_MAYBE(e, kj::runCatchingExceptions([&] {
                 auto addr = io_.provider->getNetwork()
                                 .parseAddress(kj::str("unix:", path.c_str()))
@@ -211,9 +285,15 @@ absl::Status ControlServer::Listen(const std::string& path) {
         absl::StrCat("control socket ", path, ": ", e->getDescription().cStr()));
   }
   ::umask(old);
-  if (::chmod(path.c_str(), 0600) != 0) return ErrnoStatus(absl::StrCat("chmod(", path, ")"), errno);
+  if (group_ != static_cast<gid_t>(-1)) {
+    if (::chown(path.c_str(), static_cast<uid_t>(-1), group_) != 0) {
+      return ErrnoStatus(absl::StrCat("chown(", path, ", group ", group, ")"), errno);
+    }
+  }
+  const mode_t mode = group_ == static_cast<gid_t>(-1) ? 0600 : 0660;
+  if (::chmod(path.c_str(), mode) != 0) return ErrnoStatus(absl::StrCat("chmod(", path, ")"), errno);
   path_ = path;
-  server_ = kj::heap<capnp::TwoPartyServer>(kj::heap<ControlImpl>(supervisor_));
+  server_ = kj::heap<capnp::TwoPartyServer>(kj::heap<ControlImpl>(supervisor_, listen_, path));
   return absl::OkStatus();
 }
 
@@ -228,7 +308,8 @@ kj::Promise<void> ControlServer::AcceptLoop() {
                        [&] { connection->getsockopt(SOL_SOCKET, SO_PEERCRED, &cred, &len); })) {
       (void)e;
     } else {
-      allowed = cred.uid == ::getuid() || cred.uid == 0;
+      allowed = cred.uid == ::getuid() || cred.uid == 0 ||
+                (group_ != static_cast<gid_t>(-1) && InGroup(cred.uid, group_));
     }
     if (!allowed) {
       LogEvent("control_refused", {{"uid", absl::StrCat(cred.uid)}, {"pid", absl::StrCat(cred.pid)}});

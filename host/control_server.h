@@ -1,9 +1,12 @@
 // The operator's control socket: Cap'n Proto RPC (schemas/control.capnp) over a Unix socket
-// created mode 0600. A connection from another uid (other than root) is refused.
+// created mode 0600, or 0660 owned by `group` when one is configured. A connection from
+// another uid (other than root, or a member of that group) is refused.
 #pragma once
 
 #include <capnp/rpc-twoparty.h>
 #include <kj/async-io.h>
+
+#include <sys/types.h>
 
 #include <string>
 
@@ -14,12 +17,13 @@ namespace mp::host {
 
 class ControlServer : private kj::TaskSet::ErrorHandler {
  public:
-  ControlServer(kj::AsyncIoContext& io, Supervisor& supervisor);
+  // `listen` is the HTTP address, reported by `mpctl status`.
+  ControlServer(kj::AsyncIoContext& io, Supervisor& supervisor, std::string listen);
   ~ControlServer();
 
   // Binds `path` (mode 0600). A stale socket left by a dead host is replaced; a live one is an
   // error naming the path.
-  absl::Status Listen(const std::string& path);
+  absl::Status Listen(const std::string& path, const std::string& group = "");
 
   // Accepts connections until the returned promise is dropped.
   kj::Promise<void> Run();
@@ -31,6 +35,8 @@ class ControlServer : private kj::TaskSet::ErrorHandler {
   kj::AsyncIoContext& io_;
   Supervisor& supervisor_;
   std::string path_;
+  std::string listen_;
+  gid_t group_ = static_cast<gid_t>(-1);  // members may connect; -1: owner only
   kj::Own<kj::ConnectionReceiver> listener_;
   kj::Own<capnp::TwoPartyServer> server_;
   kj::TaskSet tasks_;

@@ -108,13 +108,14 @@ int Main(int argc, char** argv) {
     supervisor.StopAll();
     return Fail(absl::StrCat("--listen ", config.listen, ": ", e->getDescription().cStr()));
   }
-  ControlServer control_server(io, supervisor);
-  if (auto s = control_server.Listen(config.control); !s.ok()) {
+  std::string host = config.listen.substr(0, config.listen.rfind(':'));
+  const std::string http_address = absl::StrCat(host, ":", listener->getPort());
+  ControlServer control_server(io, supervisor, http_address);
+  if (auto s = control_server.Listen(config.control, config.control_group); !s.ok()) {
     supervisor.StopAll();
     return Fail(s.message());
   }
-  std::string host = config.listen.substr(0, config.listen.rfind(':'));
-  LogEvent("listening", {{"http", absl::StrCat(host, ":", listener->getPort())},
+  LogEvent("listening", {{"http", http_address},
                          {"control", config.control},
                          {"pid", absl::StrCat(::getpid())}});
 
@@ -127,15 +128,29 @@ int Main(int argc, char** argv) {
     });
   };
   auto hup = on_hup().eagerlyEvaluate(nullptr);
-  auto stop = io.unixEventPort.onSignal(SIGTERM)
+  // A stop starts with SIGTERM, SIGINT or mpctl drain.
+  auto drain = kj::newPromiseAndFulfiller<int>();
+  supervisor.SetDrainHandler([&fulfiller = drain.fulfiller]() {
+    if (fulfiller->isWaiting()) fulfiller->fulfill(0);
+  });
+  auto serving = http.listenHttp(*listener).eagerlyEvaluate([](kj::Exception&& e) {
+    LogEvent("listener_error", {{"what", e.getDescription().cStr()}});
+  });
+  auto controlling = control_server.Run().eagerlyEvaluate(nullptr);
+  int signo = io.unixEventPort.onSignal(SIGTERM)
                   .exclusiveJoin(io.unixEventPort.onSignal(SIGINT))
-                  .then([](siginfo_t info) { return info.si_signo; });
-  int signo = http.listenHttp(*listener)
-                  .then([]() { return 0; })
-                  .exclusiveJoin(control_server.Run().then([]() { return 0; }))
-                  .exclusiveJoin(kj::mv(stop))
+                  .then([](siginfo_t info) { return info.si_signo; })
+                  .exclusiveJoin(kj::mv(drain.promise))
                   .wait(io.waitScope);
-  LogEvent("draining", {{"signal", signo ? sigabbrev_np(signo) : "none"}});
+  supervisor.RequestDrain();  // /readyz turns 503
+  // One short turn so that a reply already written (mpctl drain's) reaches its client.
+  io.provider->getTimer().afterDelay(20 * kj::MILLISECONDS).wait(io.waitScope);
+  LogEvent("draining", {{"signal", signo ? sigabbrev_np(signo) : "none (mpctl drain)"},
+                        {"listener_closes_in_ms", absl::StrCat(config.drain_delay_ms)}});
+  if (config.drain_delay_ms > 0) {
+    io.provider->getTimer().afterDelay(config.drain_delay_ms * kj::MILLISECONDS).wait(io.waitScope);
+  }
+  serving = nullptr;
   listener = nullptr;  // stop accepting; connections in progress finish their calls
   supervisor.WhenIdle(10000).wait(io.waitScope);
   supervisor.StopAll();

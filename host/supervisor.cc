@@ -73,6 +73,7 @@ struct Supervisor::Worker {
   // The call in flight, if any.
   uint64_t call_id = 0;
   kj::Own<kj::PromiseFulfiller<CallResult>> fulfiller;
+  kj::TimePoint received = kj::origin<kj::TimePoint>();
   kj::Promise<void> deadline = nullptr;
   uint64_t cancelled_call_id = 0;     // gave up on it; its late answer is dropped
   kj::Promise<void> grace = nullptr;  // kills the worker if the cancelled call does not stop
@@ -97,6 +98,8 @@ struct Supervisor::Module {
   bool failed = false;
   std::string failed_reason;
   std::map<uint16_t, uint64_t> calls_by_status;
+  uint64_t latency[kLatencyBucketCount] = {};  // not cumulative: one count per bucket
+  double latency_sum_seconds = 0;
   size_t spawning = 0;  // on-demand spawns in progress (Dispatch is re-entered by SpawnWorker)
 };
 
@@ -429,7 +432,7 @@ kj::Promise<CallResult> Supervisor::Call(absl::string_view module, CallRequest r
     return r;
   }
   auto paf = kj::newPromiseAndFulfiller<CallResult>();
-  m.queue.push_back(Pending{std::move(request), std::move(paf.fulfiller)});
+  m.queue.push_back(Pending{std::move(request), std::move(paf.fulfiller), timer_.now()});
   Dispatch(m);
   return std::move(paf.promise);
 }
@@ -579,6 +582,7 @@ void Supervisor::Send(Worker& w, Pending p) {
   capnp::writeMessage(out, message);
   w.call_id = next_call_id_++;
   w.fulfiller = std::move(p.fulfiller);
+  w.received = p.received;
   w.state = Worker::State::kBusy;
   if (w.requests.Commit(shm::FrameKind::kCall, w.call_id, bytes)) {
     shm::WakeFutexConsumer(&w.ring->header()->request);
@@ -635,6 +639,13 @@ void Supervisor::Finish(Worker& w, CallResult result) {
   Module& m = *w.module;
   result.worker_pid = w.pid;
   Count(m, result.status);
+  if (w.fulfiller) {
+    const double seconds = (timer_.now() - w.received) / kj::NANOSECONDS / 1e9;
+    size_t b = 0;
+    while (b < kLatencyBucketCount - 1 && seconds > kLatencyBuckets[b]) ++b;
+    ++m.latency[b];
+    m.latency_sum_seconds += seconds;
+  }
   if (w.fulfiller) w.fulfiller->fulfill(std::move(result));
   w.fulfiller = nullptr;
   w.call_id = 0;
@@ -824,8 +835,43 @@ void Supervisor::ScheduleRestart(Module& m) {
   }));
 }
 
+void Supervisor::RequestDrain() {
+  if (draining_) return;
+  draining_ = true;
+  LogEvent("drain_requested", {});
+  if (on_drain_) on_drain_();
+}
+
+absl::Status Supervisor::KillWorker(pid_t pid) {
+  for (auto& [name, m] : modules_) {
+    for (auto& w : m->workers) {
+      if (w->pid == pid && w->end_cause.empty()) {
+        EndWorker(*w, "was killed by the operator (mpctl kill)");
+        return absl::OkStatus();
+      }
+    }
+  }
+  return absl::NotFoundError(absl::StrCat("no live worker with pid ", pid));
+}
+
+Supervisor::Totals Supervisor::ComputeTotals() const {
+  Totals t;
+  for (const auto& [name, m] : modules_) {
+    ++t.modules;
+    if (m->failed) ++t.modules_failed;
+    if (m->generation) t.heap_bytes += m->generation->heap().segment_bytes;
+    for (const auto& [status, n] : m->calls_by_status) t.calls += n;
+  }
+  for (const auto& w : Workers(/*with_memory=*/true)) {
+    ++t.workers;
+    if (w.state == "busy") ++t.workers_busy;
+    t.worker_pss_bytes += w.memory.pss_bytes;
+  }
+  return t;
+}
+
 bool Supervisor::Ready() const {
-  if (stopping_) return false;
+  if (stopping_ || draining_) return false;
   for (const auto& [name, m] : modules_) {
     bool any = false;
     for (const auto& w : m->workers) any = any || w->end_cause.empty();
@@ -905,6 +951,11 @@ std::vector<ModuleSnapshot> Supervisor::Modules() const {
     s.calls = 0;
     for (const auto& [status, n] : m->calls_by_status) s.calls += n;
     s.restarts = m->restarts_total;
+    uint64_t cumulative = 0;
+    for (size_t b = 0; b < kLatencyBucketCount; ++b) {
+      cumulative += m->latency[b];
+      s.latency_buckets.push_back(cumulative);
+    }
     out.push_back(std::move(s));
   }
   return out;
@@ -919,6 +970,28 @@ std::string Supervisor::MetricsText() const {
       absl::StrAppend(&out, "mphost_calls_total{module=\"", name, "\",status=\"", status, "\"} ",
                       n, "\n");
     }
+  }
+  absl::StrAppend(&out,
+                  "# HELP mphost_call_duration_seconds Time from receiving a call to its answer, "
+                  "queueing included, of calls given to a worker.\n"
+                  "# TYPE mphost_call_duration_seconds histogram\n");
+  for (const auto& [name, m] : modules_) {
+    uint64_t cumulative = 0;
+    for (size_t b = 0; b < kLatencyBucketCount; ++b) {
+      cumulative += m->latency[b];
+      const std::string le = b + 1 < kLatencyBucketCount ? absl::StrCat(kLatencyBuckets[b]) : "+Inf";
+      absl::StrAppend(&out, "mphost_call_duration_seconds_bucket{module=\"", name, "\",le=\"", le,
+                      "\"} ", cumulative, "\n");
+    }
+    absl::StrAppend(&out, "mphost_call_duration_seconds_sum{module=\"", name, "\"} ",
+                    m->latency_sum_seconds, "\n", "mphost_call_duration_seconds_count{module=\"",
+                    name, "\"} ", cumulative, "\n");
+  }
+  absl::StrAppend(&out,
+                  "# HELP mphost_queue_depth Calls waiting for a worker.\n"
+                  "# TYPE mphost_queue_depth gauge\n");
+  for (const auto& [name, m] : modules_) {
+    absl::StrAppend(&out, "mphost_queue_depth{module=\"", name, "\"} ", m->queue.size(), "\n");
   }
   absl::StrAppend(&out,
                   "# HELP mphost_workers Microprocesses, by module and state.\n"

@@ -13,6 +13,7 @@
 
 #include <cstdint>
 #include <deque>
+#include <functional>
 #include <map>
 #include <optional>
 #include <memory>
@@ -82,6 +83,11 @@ struct HeapSnapshot {
   uint64_t privatized_bytes;  // sum of Anonymous: pages copied by private writes
 };
 
+// Upper bounds (seconds) of the call latency histogram buckets; the last bucket is +Inf.
+inline constexpr double kLatencyBuckets[] = {0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05,
+                                             0.1,    0.25,  0.5,    1,     2.5,   5,     10};
+inline constexpr size_t kLatencyBucketCount = sizeof(kLatencyBuckets) / sizeof(double) + 1;
+
 struct ModuleSnapshot {
   std::string name;
   std::string version;
@@ -92,6 +98,7 @@ struct ModuleSnapshot {
   uint32_t workers_ready, workers_busy, workers_target, workers_max;
   uint64_t calls;
   uint64_t restarts;
+  std::vector<uint64_t> latency_buckets;  // cumulative counts per kLatencyBuckets (+Inf last)
 };
 
 class Supervisor : private kj::TaskSet::ErrorHandler {
@@ -135,6 +142,21 @@ class Supervisor : private kj::TaskSet::ErrorHandler {
   // Prometheus text exposition of the host's counters.
   std::string MetricsText() const;
 
+  // Ends the worker `pid` as the operator asked (its call gets a 502; it is replaced).
+  absl::Status KillWorker(pid_t pid);
+
+  // Draining: /readyz answers 503 and new calls are refused with 503. `on_drain` (set by
+  // main) performs the rest of the stop; RequestDrain calls it once.
+  void SetDrainHandler(std::function<void()> on_drain) { on_drain_ = std::move(on_drain); }
+  void RequestDrain();
+  bool draining() const { return draining_; }
+
+  struct Totals {
+    uint32_t modules = 0, modules_failed = 0, workers = 0, workers_busy = 0;
+    uint64_t calls = 0, worker_pss_bytes = 0, heap_bytes = 0;
+  };
+  Totals ComputeTotals() const;
+
   // Resolves once no call is in flight or queued, or after `timeout_ms`.
   kj::Promise<void> WhenIdle(uint32_t timeout_ms);
   // Stops every worker (stop frame, then SIGKILL after a grace period) and every zygote, and
@@ -147,6 +169,7 @@ class Supervisor : private kj::TaskSet::ErrorHandler {
   struct Pending {
     CallRequest request;
     kj::Own<kj::PromiseFulfiller<CallResult>> fulfiller;
+    kj::TimePoint received;  // for the latency histogram (queueing included)
   };
 
   absl::Status SpawnWorker(Module& m);
@@ -183,6 +206,8 @@ class Supervisor : private kj::TaskSet::ErrorHandler {
   uint64_t next_call_id_ = 1;
   std::minstd_rand jitter_rng_{static_cast<uint32_t>(::getpid())};
   bool stopping_ = false;
+  bool draining_ = false;
+  std::function<void()> on_drain_;
 
   void taskFailed(kj::Exception&& exception) override;
 };

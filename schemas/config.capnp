@@ -9,6 +9,10 @@ struct Config {
   listen @0 :Text = "127.0.0.1:8080";   # HOST:PORT of the HTTP front door
   control @1 :Text;                      # Unix control socket path (default: see docs)
   modules @2 :List(Module);
+  controlGroup @3 :Text;      # if set, the control socket is mode 0660 and owned by this group,
+                              # whose members may use mpctl
+  drainDelayMs @4 :UInt32;    # on SIGTERM or mpctl drain: /readyz is 503 this long before the
+                              # listener closes (lets a load balancer notice first)
 }
 
 struct Module {

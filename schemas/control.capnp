@@ -39,6 +39,23 @@ struct HeapInfo {
   privatizedBytes @11 :UInt64;  # sum of Anonymous: bytes copied out of sharing
 }
 
+struct HostStatus {
+  version @0 :Text;
+  pid @1 :Int32;
+  uptimeMs @2 :UInt64;
+  listen @3 :Text;
+  control @4 :Text;
+  draining @5 :Bool;
+  modules @6 :UInt32;
+  modulesFailed @7 :UInt32;
+  workers @8 :UInt32;
+  workersBusy @9 :UInt32;
+  calls @10 :UInt64;
+  hostPssBytes @11 :UInt64;     # the supervisor itself
+  workerPssBytes @12 :UInt64;   # all workers
+  heapBytes @13 :UInt64;        # all current heap segments
+}
+
 struct ModuleInfo {
   name @0 :Text;
   version @1 :Text;
@@ -52,6 +69,10 @@ struct ModuleInfo {
   calls @9 :UInt64;
   restarts @10 :UInt64;
   workersMax @11 :UInt32;
+  # Cumulative call latency histogram: counts of calls answered within each bound, seconds
+  # (the last count, bound +Inf, is every call given to a worker).
+  latencyBounds @12 :List(Float64);
+  latencyCounts @13 :List(UInt64);
 }
 
 interface Control {
@@ -76,4 +97,12 @@ interface Control {
 
   # Sets the module's pool to [min, max] workers.
   scale @6 (module :Text, min :UInt32, max :UInt32) -> ();
+
+  status @7 () -> (status :HostStatus);
+  # Ends one worker (SIGKILL); its call, if any, gets a 502 and the worker is replaced.
+  kill @8 (pid :Int32) -> ();
+  # Starts a graceful stop: /readyz turns 503, the listener closes after drainDelayMs, calls in
+  # flight finish, the host exits 0.
+  drain @9 () -> ();
+  metrics @10 () -> (text :Text);  # the Prometheus text of /metrics
 }

@@ -4,9 +4,12 @@
 // Exit codes: 0 done; 1 the host refused or the operation failed; 2 usage or connection error.
 #include <capnp/rpc-twoparty.h>
 #include <kj/async-io.h>
+#include <poll.h>
+#include <termios.h>
 #include <time.h>
 #include <unistd.h>
 
+#include <chrono>
 #include <cstdio>
 #include <fstream>
 #include <map>
@@ -28,8 +31,9 @@ using host::JsonQuote;
 constexpr char kUsage[] =
     "usage: mpctl [--control SOCKET] COMMAND [ARGS] [--json]\n"
     "\n"
-    "Commands:\n"
-    "  ps                       the microprocesses: pid, module, generation, state, calls\n"
+    "Commands (mpctl COMMAND --help for each):\n"
+    "  status                   version, uptime, addresses, totals of calls and memory\n"
+    "  ps                       the microprocesses: pid, module, state, calls, memory, sandbox\n"
     "  call MODULE [PATH]       one call to MODULE, printing status, headers and body\n"
     "       [--data STR | --file F] [--method M] [--header K:V]... [--timeout S]\n"
     "  modules                  each module: version, generation, state, heap, workers, calls\n"
@@ -38,6 +42,10 @@ constexpr char kUsage[] =
     "  reload MODULE            build a new generation and switch to it with no failed call\n"
     "  restart MODULE           clear a failed module (crash loop) and replace its workers\n"
     "  scale MODULE --min N --max M   set the module's pool of workers\n"
+    "  kill PID                 end one worker (it is replaced)\n"
+    "  drain                    graceful stop of the host\n"
+    "  top                      live view (q quits)\n"
+    "  metrics                  the Prometheus text of /metrics\n"
     "\n"
     "Options:\n"
     "  --control SOCKET         the host's control socket (default: $XDG_RUNTIME_DIR/mphost.sock\n"
@@ -51,6 +59,30 @@ constexpr char kUsage[] =
     "  mpctl heap --json\n"
     "\n"
     "Exit codes: 0 done, 1 the host refused or the call failed, 2 usage or connection error.\n";
+
+int Usage(absl::string_view problem);
+
+// `mpctl COMMAND --help`.
+int CommandHelp(const std::string& command) {
+  static const std::map<std::string, const char*> help = {
+      {"status", "mpctl status [--json]\n  Version, uptime, addresses, modules, workers, calls and memory totals.\n  e.g. mpctl status\n"},
+      {"ps", "mpctl ps [--json]\n  One line per worker: pid, module, generation, state, calls, errors, age,\n  RSS, PSS, USS, heap bytes privatized, and the sandbox layers in force (from /proc).\n  e.g. mpctl ps --json | jq '.workers[].pid'\n"},
+      {"modules", "mpctl modules [--json]\n  One line per module: version, generation, state (and why it failed), heap size,\n  workers ready/busy/pool, calls, restarts.\n  e.g. mpctl modules\n"},
+      {"heap", "mpctl heap [MODULE] [--json]\n  Each heap generation: size, seals, checksum, processes mapping it, resident,\n  PSS (its real share of RAM) and privatized bytes.\n  e.g. mpctl heap dict\n"},
+      {"call", "mpctl call MODULE [PATH] [--data STR | --file F] [--method M] [--header K:V]... [--timeout S] [--json]\n  One call, as if over HTTP; prints status, headers and body. Exit 1 if the host\n  answered with an error of its own (no module, limits, worker died, deadline).\n  e.g. mpctl call dict '/lookup?w=word'\n"},
+      {"scale", "mpctl scale MODULE --min N --max M\n  Sets the module's pool: at least N workers, up to M when calls queue.\n  e.g. mpctl scale dict --min 2 --max 8\n"},
+      {"kill", "mpctl kill PID\n  Ends one worker (SIGKILL). Its call, if any, gets a 502; it is replaced.\n  e.g. mpctl kill 4242\n"},
+      {"restart", "mpctl restart MODULE\n  Clears a failed module (crash loop) and replaces all its workers.\n  e.g. mpctl restart dict\n"},
+      {"reload", "mpctl reload MODULE\n  Builds a new heap generation from the module's data files and switches to it;\n  calls in flight finish on the old one. A failed build leaves the old one serving.\n  e.g. mpctl reload dict\n"},
+      {"drain", "mpctl drain\n  Graceful stop: /readyz turns 503, the listener closes after drainDelayMs,\n  calls in flight finish, the host exits 0.\n  e.g. mpctl drain\n"},
+      {"top", "mpctl top\n  A live view refreshed every second: modules with calls/s and p50/p99 latency,\n  workers with memory. q quits. Prints one snapshot when stdout is not a terminal.\n  e.g. mpctl top\n"},
+      {"metrics", "mpctl metrics\n  The Prometheus text the host exports at /metrics.\n  e.g. mpctl metrics | grep mphost_calls_total\n"},
+  };
+  auto it = help.find(command);
+  if (it == help.end()) return Usage(absl::StrCat("unknown command '", command, "'"));
+  std::fputs(it->second, stdout);
+  return 0;
+}
 
 int Usage(absl::string_view problem) {
   std::fprintf(stderr, "mpctl: %s\n\n%s", std::string(problem).c_str(), kUsage);
@@ -222,6 +254,167 @@ int Scale(control::Control::Client& ctl, kj::WaitScope& ws, const Options& opt) 
   return 0;
 }
 
+int Status(control::Control::Client& ctl, kj::WaitScope& ws, const Options& opt) {
+  auto response = ctl.statusRequest().send().wait(ws);
+  auto s = response.getStatus();
+  if (opt.json) {
+    std::printf("{\"version\":%s,\"pid\":%d,\"uptime_ms\":%llu,\"listen\":%s,\"control\":%s,"
+                "\"draining\":%s,\"modules\":%u,\"modules_failed\":%u,\"workers\":%u,"
+                "\"workers_busy\":%u,\"calls\":%llu,\"host_pss_bytes\":%llu,"
+                "\"worker_pss_bytes\":%llu,\"heap_bytes\":%llu}\n",
+                JsonQuote(s.getVersion().cStr()).c_str(), s.getPid(),
+                static_cast<unsigned long long>(s.getUptimeMs()), JsonQuote(s.getListen().cStr()).c_str(),
+                JsonQuote(s.getControl().cStr()).c_str(), s.getDraining() ? "true" : "false",
+                s.getModules(), s.getModulesFailed(), s.getWorkers(), s.getWorkersBusy(),
+                static_cast<unsigned long long>(s.getCalls()),
+                static_cast<unsigned long long>(s.getHostPssBytes()),
+                static_cast<unsigned long long>(s.getWorkerPssBytes()),
+                static_cast<unsigned long long>(s.getHeapBytes()));
+    return 0;
+  }
+  const uint64_t up = s.getUptimeMs() / 1000;
+  std::printf("mphost %s, pid %d, up %llud %02lluh%02llum%02llus%s\n", s.getVersion().cStr(), s.getPid(),
+              static_cast<unsigned long long>(up / 86400), static_cast<unsigned long long>(up / 3600 % 24),
+              static_cast<unsigned long long>(up / 60 % 60), static_cast<unsigned long long>(up % 60),
+              s.getDraining() ? ", DRAINING" : "");
+  std::printf("http      %s\ncontrol   %s\n", s.getListen().cStr(), s.getControl().cStr());
+  std::printf("modules   %u (%u failed)\nworkers   %u (%u busy)\ncalls     %llu\n", s.getModules(),
+              s.getModulesFailed(), s.getWorkers(), s.getWorkersBusy(),
+              static_cast<unsigned long long>(s.getCalls()));
+  std::printf("memory    host PSS %s, workers PSS %s, heaps %s\n", Size(s.getHostPssBytes()).c_str(),
+              Size(s.getWorkerPssBytes()).c_str(), Size(s.getHeapBytes()).c_str());
+  return 0;
+}
+
+int Kill(control::Control::Client& ctl, kj::WaitScope& ws, const Options& opt) {
+  if (opt.positional.size() != 1 || std::atoi(opt.positional[0].c_str()) <= 0) {
+    return Usage("kill needs one worker PID (see mpctl ps)");
+  }
+  auto req = ctl.killRequest();
+  req.setPid(std::atoi(opt.positional[0].c_str()));
+  req.send().wait(ws);
+  if (opt.json) {
+    std::printf("{\"killed\":%d}\n", std::atoi(opt.positional[0].c_str()));
+  } else {
+    std::printf("worker %s killed; it will be replaced\n", opt.positional[0].c_str());
+  }
+  return 0;
+}
+
+int Drain(control::Control::Client& ctl, kj::WaitScope& ws, const Options& opt) {
+  ctl.drainRequest().send().wait(ws);
+  std::printf(opt.json ? "{\"draining\":true}\n"
+                       : "draining: /readyz is 503; the host stops once calls in flight finish\n");
+  return 0;
+}
+
+int Metrics(control::Control::Client& ctl, kj::WaitScope& ws, const Options&) {
+  auto response = ctl.metricsRequest().send().wait(ws);
+  auto text = response.getText();
+  std::fwrite(text.begin(), 1, text.size(), stdout);
+  return 0;
+}
+
+// p-quantile (0..1) in milliseconds from two cumulative histograms (now - before), as the upper
+// bound of the bucket holding it; -1 with no calls in between.
+double QuantileMs(capnp::List<double>::Reader bounds, const std::vector<uint64_t>& now,
+                  const std::vector<uint64_t>& before, double q) {
+  if (now.empty()) return -1;
+  const uint64_t total = now.back() - (before.empty() ? 0 : before.back());
+  if (total == 0) return -1;
+  for (size_t b = 0; b < now.size(); ++b) {
+    const uint64_t n = now[b] - (before.size() > b ? before[b] : 0);
+    if (n >= q * total) return b < bounds.size() ? bounds[b] * 1000 : 1e9;
+  }
+  return 1e9;
+}
+
+std::string FormatMs(double ms) {
+  if (ms < 0) return "-";
+  if (ms >= 1e9) return ">10s";
+  return ms < 1 ? absl::StrFormat("%.1fms", ms) : absl::StrFormat("%.0fms", ms);
+}
+
+// One screen of top: modules with calls/s and latency over the last interval, then workers.
+void DrawTop(control::Control::Client& ctl, kj::WaitScope& ws, double interval_s,
+             std::map<std::string, std::pair<uint64_t, std::vector<uint64_t>>>* last, bool clear) {
+  auto status_response = ctl.statusRequest().send().wait(ws);
+  auto status = status_response.getStatus();
+  auto modules = ctl.modulesRequest().send().wait(ws);
+  auto ps = ctl.psRequest().send().wait(ws);
+  std::string out = clear ? "\033[H\033[2J" : "";
+  absl::StrAppend(&out, absl::StrFormat("mphost pid %d  http %s  workers %u (%u busy)  calls %llu  "
+                                        "host PSS %s  workers PSS %s%s\n\n",
+                                        status.getPid(), status.getListen().cStr(),
+                                        status.getWorkers(), status.getWorkersBusy(),
+                                        static_cast<unsigned long long>(status.getCalls()),
+                                        Size(status.getHostPssBytes()), Size(status.getWorkerPssBytes()),
+                                        status.getDraining() ? "  DRAINING" : ""));
+  absl::StrAppend(&out, absl::StrFormat("%-16s %-9s %8s %9s %9s %12s %10s\n", "MODULE", "STATE",
+                                        "CALLS/S", "P50", "P99", "WORKERS", "HEAP"));
+  for (auto m : modules.getModules()) {
+    std::vector<uint64_t> counts;
+    for (uint64_t n : m.getLatencyCounts()) counts.push_back(n);
+    auto& prev = (*last)[m.getName().cStr()];
+    const double rate = prev.second.empty() || interval_s <= 0
+                            ? 0
+                            : static_cast<double>(m.getCalls() - prev.first) / interval_s;
+    const std::vector<uint64_t> before = prev.second.empty() ? std::vector<uint64_t>() : prev.second;
+    absl::StrAppend(&out, absl::StrFormat(
+        "%-16s %-9s %8.0f %9s %9s %12s %10s\n", m.getName().cStr(), m.getState().cStr(), rate,
+        FormatMs(QuantileMs(m.getLatencyBounds(), counts, before, 0.5)),
+        FormatMs(QuantileMs(m.getLatencyBounds(), counts, before, 0.99)),
+        absl::StrCat(m.getWorkersReady() + m.getWorkersBusy(), " (", m.getWorkersBusy(), " busy)"),
+        Size(m.getHeapBytes())));
+    prev = {m.getCalls(), counts};
+  }
+  absl::StrAppend(&out, absl::StrFormat("\n%-8s %-16s %4s %-9s %10s %10s %10s %10s\n", "PID",
+                                        "MODULE", "GEN", "STATE", "CALLS", "PSS", "USS",
+                                        "HEAP-PRIV"));
+  for (auto w : ps.getWorkers()) {
+    absl::StrAppend(&out, absl::StrFormat("%-8d %-16s %4d %-9s %10d %10s %10s %10s\n", w.getPid(),
+                                          w.getModule().cStr(), w.getGeneration(),
+                                          w.getState().cStr(), w.getCalls(),
+                                          Size(w.getPssBytes()), Size(w.getUssBytes()),
+                                          Size(w.getHeapPrivatizedBytes())));
+  }
+  if (clear) absl::StrAppend(&out, "\n(q to quit)\n");
+  std::fputs(out.c_str(), stdout);
+  std::fflush(stdout);
+}
+
+int Top(control::Control::Client& ctl, kj::WaitScope& ws, const Options&) {
+  std::map<std::string, std::pair<uint64_t, std::vector<uint64_t>>> last;
+  if (!::isatty(1)) {  // not a terminal: one snapshot
+    DrawTop(ctl, ws, 0, &last, false);
+    return 0;
+  }
+  termios saved{};
+  const bool raw = ::isatty(0) && ::tcgetattr(0, &saved) == 0;
+  if (raw) {
+    termios t = saved;
+    t.c_lflag &= ~static_cast<tcflag_t>(ICANON | ECHO);
+    t.c_cc[VMIN] = 0;
+    t.c_cc[VTIME] = 0;
+    ::tcsetattr(0, TCSANOW, &t);
+  }
+  auto previous = std::chrono::steady_clock::now();
+  DrawTop(ctl, ws, 0, &last, true);
+  for (;;) {
+    pollfd p{0, POLLIN, 0};
+    const int r = ::poll(&p, 1, 1000);
+    if (r > 0) {
+      char ch = 0;
+      if (::read(0, &ch, 1) <= 0 || ch == 'q' || ch == 'Q') break;
+    }
+    const auto now = std::chrono::steady_clock::now();
+    DrawTop(ctl, ws, std::chrono::duration<double>(now - previous).count(), &last, true);
+    previous = now;
+  }
+  if (raw) ::tcsetattr(0, TCSANOW, &saved);
+  return 0;
+}
+
 int Ps(control::Control::Client& ctl, kj::WaitScope& ws, const Options& opt) {
   auto resp = ctl.psRequest().send().wait(ws);
   auto workers = resp.getWorkers();
@@ -321,6 +514,7 @@ int Main(int argc, char** argv) {
       return argv[++i];
     };
     if (a == "--help" || a == "-h") {
+      if (!opt.command.empty()) return CommandHelp(opt.command);
       std::fputs(kUsage, stdout);
       return 0;
     } else if (a == "--json") {
@@ -375,10 +569,13 @@ int Main(int argc, char** argv) {
   using Command = int (*)(control::Control::Client&, kj::WaitScope&, const Options&);
   const std::map<std::string, Command> commands = {
       {"ps", &Ps}, {"call", &Call}, {"modules", &Modules}, {"heap", &Heap}, {"reload", &Reload},
-      {"restart", &Restart}, {"scale", &Scale}};
+      {"restart", &Restart}, {"scale", &Scale}, {"status", &Status}, {"kill", &Kill},
+      {"drain", &Drain}, {"metrics", &Metrics}, {"top", &Top}};
   auto command = commands.find(opt.command);
   if (command == commands.end()) return Usage(absl::StrCat("unknown command '", opt.command, "'"));
-  if ((opt.command == "ps" || opt.command == "modules") && !opt.positional.empty()) {
+  if ((opt.command == "ps" || opt.command == "modules" || opt.command == "status" ||
+       opt.command == "drain" || opt.command == "metrics" || opt.command == "top") &&
+      !opt.positional.empty()) {
     return Usage(absl::StrCat(opt.command, " takes no arguments"));
   }
 
