@@ -28,7 +28,8 @@ RingWriter::RingWriter(RingControl* control, std::byte* data, uint64_t capacity)
     : control_(control),
       data_(data),
       capacity_(capacity),
-      tail_(control->tail.load(std::memory_order_relaxed)) {}
+      tail_(control->tail.load(std::memory_order_relaxed)),
+      cached_head_(control->head.load(std::memory_order_relaxed)) {}
 
 uint64_t RingWriter::FrameBytes(uint64_t payload_bytes) noexcept {
   return sizeof(FrameHeader) + AlignFrame(payload_bytes);
@@ -36,15 +37,19 @@ uint64_t RingWriter::FrameBytes(uint64_t payload_bytes) noexcept {
 
 std::byte* RingWriter::Reserve(uint64_t payload_bytes) noexcept {
   if (payload_bytes > MaxFramePayload(capacity_) || peer_corrupt_) return nullptr;
-  const uint64_t head = control_->head.load(std::memory_order_acquire);  // read once
-  if (head > tail_ || tail_ - head > capacity_) {
-    peer_corrupt_ = true;
-    return nullptr;
-  }
-  const uint64_t free_bytes = capacity_ - (tail_ - head);
   const uint64_t need = FrameBytes(payload_bytes);
   uint64_t offset = tail_ & (capacity_ - 1);
   const uint64_t to_end = capacity_ - offset;
+  const uint64_t worst = need > to_end ? to_end + need : need;
+  if (capacity_ - (tail_ - cached_head_) < worst) {
+    const uint64_t head = control_->head.load(std::memory_order_acquire);  // read once
+    if (head > tail_ || tail_ - head > capacity_ || head < cached_head_) {
+      peer_corrupt_ = true;
+      return nullptr;
+    }
+    cached_head_ = head;
+  }
+  const uint64_t free_bytes = capacity_ - (tail_ - cached_head_);
   if (need > to_end) {
     // Pad to the end and start at offset 0; both must fit.
     if (to_end + need > free_bytes) return nullptr;
@@ -101,6 +106,7 @@ RingReader::RingReader(RingControl* control, const std::byte* data, uint64_t cap
       data_(data),
       capacity_(capacity),
       head_(control->head.load(std::memory_order_relaxed)),
+      cached_tail_(head_),
       allowed_kinds_(allowed_kinds) {}
 
 bool RingReader::Empty() const noexcept {
@@ -115,11 +121,15 @@ ReadStatus RingReader::Fail(RingViolation v) noexcept {
 ReadStatus RingReader::Peek(FrameView* frame) noexcept {
   if (violation_ != RingViolation::kNone) return ReadStatus::kViolation;
   for (;;) {
-    const uint64_t tail = control_->tail.load(std::memory_order_acquire);  // read once
-    if (tail == head_) return ReadStatus::kEmpty;
-    const uint64_t avail = tail - head_;  // wraps huge if the tail moved backwards
-    if (avail > capacity_) return Fail(RingViolation::kTailOutOfRange);
-    if (avail % kFrameAlign != 0) return Fail(RingViolation::kMisaligned);
+    if (cached_tail_ == head_) {
+      const uint64_t tail = control_->tail.load(std::memory_order_acquire);  // read once
+      if (tail == head_) return ReadStatus::kEmpty;
+      const uint64_t published = tail - head_;  // wraps huge if the tail moved backwards
+      if (published > capacity_) return Fail(RingViolation::kTailOutOfRange);
+      if (published % kFrameAlign != 0) return Fail(RingViolation::kMisaligned);
+      cached_tail_ = tail;
+    }
+    const uint64_t avail = cached_tail_ - head_;
     const uint64_t offset = head_ & (capacity_ - 1);
     const uint64_t to_end = capacity_ - offset;
     FrameHeader h;

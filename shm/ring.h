@@ -53,6 +53,10 @@ class RingWriter {
   std::byte* data_ = nullptr;
   uint64_t capacity_ = 0;
   uint64_t tail_ = 0;  // private copy; the shared tail is only ever written from it
+  // The consumer's head as last read. Space only grows as the consumer advances, so the
+  // shared head is re-read only when this copy leaves too little room: the head's cache line
+  // then moves between cores once per ring's worth of frames, not once per frame.
+  uint64_t cached_head_ = 0;
   uint64_t reserved_at_ = 0;
   bool peer_corrupt_ = false;
 };
@@ -113,6 +117,8 @@ class RingReader {
   const std::byte* data_ = nullptr;
   uint64_t capacity_ = 0;
   uint64_t head_ = 0;  // private copy
+  // The producer's tail as last read (validated then); re-read only once consumed up to it.
+  uint64_t cached_tail_ = 0;
   uint64_t pending_ = 0;  // bytes Pop() will consume
   uint32_t allowed_kinds_ = 0;
   RingViolation violation_ = RingViolation::kNone;

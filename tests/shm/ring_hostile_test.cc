@@ -164,12 +164,26 @@ TEST(RingViolationTest, NamesAreStable) {
 
 // ---- A hostile consumer (the head written by hand) ----
 
+// The writer re-reads the shared head only when its cached copy leaves too little room, so a
+// corrupt head is caught the next time the writer needs it: before it could write anything the
+// head does not allow. Writes frames until the writer refuses; returns how many it wrote.
+int FillUntilRefused(RingWriter& w) {
+  int frames = 0;
+  while (frames < 100000) {
+    std::byte* p = w.Reserve(64);
+    if (p == nullptr) break;
+    w.Commit(FrameKind::kCall, 1, 64);
+    ++frames;
+  }
+  return frames;
+}
+
 TEST_F(RingTest, WriterDetectsHeadAheadOfTail) {
   ASSERT_NO_FATAL_FAILURE(RoundTrip(16, 1));  // tail at 32
-  request().head.store(64);
-  EXPECT_EQ(host_out_.Reserve(0), nullptr);
+  request().head.store(uint64_t{1} << 40);    // far beyond anything written
+  FillUntilRefused(host_out_);
   EXPECT_TRUE(host_out_.PeerCorrupt());
-  request().head.store(32);  // once corrupt, always corrupt
+  request().head.store(request().tail.load());  // once corrupt, always corrupt
   EXPECT_EQ(host_out_.Reserve(0), nullptr);
   EXPECT_TRUE(host_out_.PeerCorrupt());
 }
@@ -179,7 +193,17 @@ TEST_F(RingTest, WriterDetectsHeadTooFarBehind) {
     ASSERT_NO_FATAL_FAILURE(RoundTrip(1000, id));
   }
   request().head.store(0);  // claims more than a ring's worth is unread
-  EXPECT_EQ(host_out_.Reserve(0), nullptr);
+  const int written = FillUntilRefused(host_out_);
+  EXPECT_TRUE(host_out_.PeerCorrupt());
+  EXPECT_LE(static_cast<uint64_t>(written) * 80, kCap);  // never more than a ring's worth
+}
+
+TEST_F(RingTest, WriterDetectsHeadMovingBackwards) {
+  ASSERT_NO_FATAL_FAILURE(RoundTrip(16, 1));
+  FillUntilRefused(host_out_);  // the writer has read the head (the ring is full)
+  EXPECT_FALSE(host_out_.PeerCorrupt());
+  request().head.store(0);  // back before what it had consumed
+  FillUntilRefused(host_out_);
   EXPECT_TRUE(host_out_.PeerCorrupt());
 }
 
