@@ -8,8 +8,10 @@
 // Call-time misbehaviour, by path: /ok, /segv, /abort, /exit (exits cleanly mid-call),
 // /spin, /spin-cooperative (until the host cancels), /alloc (allocates without end), /stack (overflows its stack), /open, /socket,
 // /connect, /execve, /fork, /ptrace, /kill-host, /write-heap, /mprotect-exec,
-// /sleep?ms=N, /grow?mb=N (keeps private memory), /fail (handler returns an error), /status/<n>.
+// /garbage-ring, /out-of-range, /answer-unasked, /answer-twice (a compromised worker writing its
+// ring), /sleep?ms=N, /grow?mb=N (keeps private memory), /fail (handler returns an error), /status/<n>.
 #include <fcntl.h>
+#include <linux/futex.h>
 #include <signal.h>
 #include <sys/mman.h>
 #include <sys/ptrace.h>
@@ -19,6 +21,7 @@
 
 #include <time.h>
 
+#include <atomic>
 #include <cstdlib>
 #include <cstring>
 #include <new>
@@ -31,6 +34,79 @@
 namespace {
 
 volatile int sink;
+
+// ---- A compromised worker's view of its ring ----
+// What an attacker with code execution in a worker can do: find the ring it shares with the
+// supervisor and write anything into it. The layout below is shm/ring_layout.h as an attacker
+// would reverse-engineer it (deliberately not included: modules build against mp/ alone).
+constexpr uint64_t kRingMagic = 0x31474E4952504D00ull;
+constexpr size_t kRequestHeadOffset = 64;     // RingFileHeader.request.head
+constexpr size_t kResponseTailOffset = 320;   // RingFileHeader.response.tail
+constexpr size_t kRingDataOffset = 4096;
+constexpr int kDoorbellFd = 3;                // where the worker keeps its eventfd
+
+struct Ring {
+  unsigned char* base = nullptr;
+  uint64_t request_capacity = 0, response_capacity = 0;
+  std::atomic<uint64_t>& Word(size_t offset) const {
+    return *reinterpret_cast<std::atomic<uint64_t>*>(base + offset);
+  }
+};
+
+// Probes pages around `near` with futex(FUTEX_WAKE), which fails with EFAULT on an unmapped
+// page and is allowed by the sandbox, looking for the ring's magic.
+Ring FindOwnRing(const void* near) {
+  const uintptr_t start = reinterpret_cast<uintptr_t>(near) & ~uintptr_t{4095};
+  for (uintptr_t d = 0; d < (uintptr_t{1} << 20); ++d) {
+    for (int sign : {-1, 1}) {
+      const uintptr_t page = start + sign * static_cast<intptr_t>(d * 4096);
+      if (::syscall(SYS_futex, page, FUTEX_WAKE, 0, nullptr, nullptr, 0) < 0) continue;
+      uint64_t magic;
+      std::memcpy(&magic, reinterpret_cast<const void*>(page), sizeof magic);
+      if (magic == kRingMagic) {
+        Ring r;
+        r.base = reinterpret_cast<unsigned char*>(page);
+        std::memcpy(&r.request_capacity, r.base + 8, 8);
+        std::memcpy(&r.response_capacity, r.base + 16, 8);
+        return r;
+      }
+    }
+  }
+  return {};
+}
+
+// Publishes a frame of our own making in the response ring and rings the host's doorbell.
+void PublishFrame(const Ring& r, uint32_t kind, uint64_t call_id, const void* payload, uint32_t len) {
+  const uint64_t tail = r.Word(kResponseTailOffset).load();
+  unsigned char* data = r.base + kRingDataOffset + r.request_capacity;
+  unsigned char* at = data + (tail & (r.response_capacity - 1));
+  std::memcpy(at, &len, 4);
+  std::memcpy(at + 4, &kind, 4);
+  std::memcpy(at + 8, &call_id, 8);
+  if (len > 0) std::memcpy(at + 16, payload, len);
+  r.Word(kResponseTailOffset).store(tail + 16 + ((len + 15) & ~15u));
+}
+
+void RingDoorbellAndHang() {
+  uint64_t one = 1;
+  sink = static_cast<int>(::write(kDoorbellFd, &one, sizeof one));
+  for (;;) {
+    timespec ts{1, 0};
+    ::nanosleep(&ts, nullptr);  // the supervisor kills us
+  }
+}
+
+// The current call's id, from the request frame not yet consumed.
+uint64_t CurrentCallId(const Ring& r) {
+  const uint64_t head = r.Word(kRequestHeadOffset).load();
+  uint64_t id;
+  std::memcpy(&id, r.base + kRingDataOffset + (head & (r.request_capacity - 1)) + 8, 8);
+  return id;
+}
+
+// A well-formed Cap'n Proto Reply {status: 200}: segment table, root struct pointer (1 data
+// word, 2 pointers), the data word, two null pointers.
+constexpr uint64_t kReply200[5] = {0x0000000400000000ull, 0x0002000100000000ull, 200, 0, 0};
 
 // Recurses until the stack overflows (the stop condition is never met in practice).
 [[gnu::noinline]] int Recurse(int depth) {
@@ -130,6 +206,24 @@ struct Misbehave {
       const int mb = std::atoi(std::string(call.QueryParam("mb").value_or("16")).c_str());
       kept.emplace_back(static_cast<size_t>(mb) << 20, 'x');
       reply.Write("grew");
+    } else if (path == "/garbage-ring" || path == "/out-of-range" || path == "/answer-unasked" ||
+               path == "/answer-twice") {
+      Ring ring = FindOwnRing(heap.FindBytes("marker")->data());
+      if (ring.base == nullptr) throw std::runtime_error("misbehave: ring not found");
+      if (path == "/garbage-ring") {
+        unsigned char* data = ring.base + kRingDataOffset + ring.request_capacity;
+        for (uint64_t i = 0; i < 4096; ++i) data[i] = static_cast<unsigned char>(i * 7 + 3);
+        ring.Word(kResponseTailOffset).store(ring.Word(kResponseTailOffset).load() + 48);
+      } else if (path == "/out-of-range") {
+        ring.Word(kResponseTailOffset).store(ring.Word(kResponseTailOffset).load() + (uint64_t{1} << 40));
+      } else if (path == "/answer-unasked") {
+        PublishFrame(ring, 2, 0xdeadbeef, kReply200, sizeof kReply200);
+      } else {  // answer twice: the first answer is served, the second breaks the protocol
+        const uint64_t id = CurrentCallId(ring);
+        PublishFrame(ring, 2, id, kReply200, sizeof kReply200);
+        PublishFrame(ring, 2, id, kReply200, sizeof kReply200);
+      }
+      RingDoorbellAndHang();
     } else if (path == "/fail") {
       throw std::runtime_error("misbehave: handler failed on purpose");
     } else if (path.rfind("/status/", 0) == 0) {

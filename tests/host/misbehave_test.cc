@@ -125,7 +125,11 @@ INSTANTIATE_TEST_SUITE_P(
         Behaviour{"/fork", 502, "module 'misbehave' called forbidden syscall fork"},
         Behaviour{"/ptrace", 502, "module 'misbehave' called forbidden syscall ptrace"},
         Behaviour{"/kill-host", 502, "module 'misbehave' called forbidden syscall kill"},
-        Behaviour{"/mprotect-exec", 502, "module 'misbehave' called forbidden syscall mprotect"}),
+        Behaviour{"/mprotect-exec", 502, "module 'misbehave' called forbidden syscall mprotect"},
+        // A compromised worker writing its own ring:
+        Behaviour{"/garbage-ring", 502, "broke the ring protocol (bad_kind)"},
+        Behaviour{"/out-of-range", 502, "broke the ring protocol (tail_out_of_range)"},
+        Behaviour{"/answer-unasked", 502, "which it was not given"}),
     [](const auto& info) {
       std::string name = info.param.path + 1;
       for (char& c : name) {
@@ -142,6 +146,21 @@ TEST_F(MisbehaveTest, HandlerFailureIs500AndKeepsTheWorker) {
   EXPECT_EQ(ModuleWorkers(*host_, "misbehave"), before);
   EXPECT_EQ(HttpRequest(host_->port(), "GET", "/m/misbehave/status/418").status, 418);
   EXPECT_EQ(HttpRequest(host_->port(), "GET", "/m/misbehave/status/99").status, 502);  // not HTTP
+}
+
+TEST_F(MisbehaveTest, AnsweringTwiceServesTheFirstAnswerAndEndsTheWorker) {
+  const auto before = ModuleWorkers(*host_, "misbehave");
+  HttpResponse r = HttpRequest(host_->port(), "GET", "/m/misbehave/answer-twice");
+  EXPECT_EQ(r.status, 200);
+  std::vector<pid_t> after;
+  for (int i = 0; i < 300; ++i) {
+    after = ModuleWorkers(*host_, "misbehave");
+    if (after.size() == 2 && after != before) break;
+    std::this_thread::sleep_for(std::chrono::milliseconds(10));
+  }
+  EXPECT_NE(after, before);
+  EXPECT_THAT(host_->Log(), HasSubstr("which it was not given"));
+  EXPECT_EQ(HttpRequest(host_->port(), "GET", "/m/echo/").status, 200);
 }
 
 TEST_F(MisbehaveTest, CancelledCallThatStopsKeepsItsWorker) {
