@@ -213,6 +213,10 @@ absl::StatusOr<HostConfig> ParseConfig(absl::string_view json, absl::string_view
     mc.recycle_after_calls = m.getRecycleAfterCalls();
     mc.max_private_bytes = uint64_t{m.getMaxPrivateMb()} << 20;
     mc.queue_limit = m.getQueueLimit();
+    mc.spin_iterations = m.getSpinIterations();
+    if (mc.spin_iterations > 10000000) {
+      return FieldError(source, field + ".spinIterations", "must be at most 10000000");
+    }
     {
       auto sb = m.getSandbox();
       std::vector<std::string> on;

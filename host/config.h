@@ -28,6 +28,7 @@ struct ModuleConfig {
   uint32_t recycle_after_calls = 0;  // 0: never
   uint64_t max_private_bytes = 0;    // 0: no limit
   uint32_t queue_limit = 1024;
+  uint32_t spin_iterations = 2000;
   std::string sandbox = "seccomp,landlock,namespaces,rlimits";  // layers switched on
   uint32_t max_restarts = 5;
   uint32_t cancel_grace_ms = 1000;

@@ -22,7 +22,6 @@
 namespace mp::host {
 namespace {
 
-constexpr uint32_t kSpinIterations = 2000;
 constexpr int kMaintenanceMs = 1000;  // idle scale-down and memory checks
 
 // Identifies a generation's heap mapping in /proc/PID/smaps.
@@ -340,7 +339,7 @@ absl::Status Supervisor::SpawnWorker(Module& m) {
       m.generation->heap().segment_bytes + 2 * w->ring->segment().size() +
       m.config.worker_memory_bytes;
   auto pid = m.generation->Spawn(w->id, w->ring->segment().fd(), w->doorbell->fd(),
-                                 address_space, kSpinIterations);
+                                 address_space, m.config.spin_iterations);
   if (!pid.ok()) return pid.status();
   if (!IsOurChild(*pid)) {
     return absl::DataLossError(absl::StrCat("module '", m.config.name,

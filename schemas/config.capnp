@@ -41,6 +41,8 @@ struct Module {
   maxPrivateMb @17 :UInt32;            # 0: none; a worker whose USS passes it is replaced
   queueLimit @18 :UInt32 = 1024;       # calls waiting for a worker; beyond: 503 + Retry-After
   sandbox @19 :Sandbox;                # layers of the microprocess sandbox (all on by default)
+  spinIterations @20 :UInt32 = 2000;   # ring checks a worker spins through before it sleeps on
+                                       # its futex; 0 = never spin (more workers than cores)
 }
 
 # Each layer can be switched off for debugging; no_new_privs, closing every other descriptor

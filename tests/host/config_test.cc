@@ -73,6 +73,21 @@ TEST_F(BadStartTest, BadValueIsNamed) {
   EXPECT_THAT(r.err, HasSubstr("modules[echo].workers"));
 }
 
+TEST_F(BadStartTest, BadHeapModeIsNamed) {
+  std::string path = Write(ModuleJson("echo", ModuleDir() + "/libecho.so", ",\"heapMode\":\"rw\""));
+  CommandResult r = Start(path);
+  ExpectOneLine(r);
+  EXPECT_THAT(r.err, HasSubstr("modules[echo].heapMode: 'rw' must be readonly or cow"));
+}
+
+TEST_F(BadStartTest, UnknownControlGroupIsNamed) {
+  std::string path = Write("{\"controlGroup\":\"no-such-group-x\",\"modules\":[{\"name\":\"echo\",\"plugin\":\"" +
+                           ModuleDir() + "/libecho.so\"}]}");
+  CommandResult r = Start(path);
+  ExpectOneLine(r);
+  EXPECT_THAT(r.err, HasSubstr("controlGroup: no group named 'no-such-group-x'"));
+}
+
 TEST_F(BadStartTest, MissingPluginIsNamed) {
   std::string path = Write(ModuleJson("echo", "no/such/libecho.so"));
   CommandResult r = Start(path);
@@ -112,7 +127,8 @@ TEST(ConfigTest, AValidConfigServesItsModulesWithOptions) {
   std::string dir = ::mkdtemp(tmpl);
   std::string path = dir + "/mphost.json";
   std::ofstream(path) << "{\"modules\":[{\"name\":\"echo\",\"plugin\":\"" << ModuleDir()
-                      << "/libecho.so\",\"workers\":3,\"options\":{\"greeting\":\"howdy\"}}]}";
+                      << "/libecho.so\",\"workers\":3,\"spinIterations\":0,"
+                      << "\"options\":{\"greeting\":\"howdy\"}}]}";
   {
     HostProcess host({"--config", path});
     ASSERT_TRUE(host.started()) << host.Log();
