@@ -41,6 +41,8 @@ struct HostConfig {
   std::string control;  // Unix socket path
   std::string control_group;  // empty: owner only (0600)
   uint32_t drain_delay_ms = 0;
+  uint32_t header_timeout_ms = 15000;
+  uint64_t max_header_bytes = 64 << 10;
   std::vector<ModuleConfig> modules;
 };
 

@@ -76,6 +76,15 @@ kj::Promise<void> FrontDoor::Send(Response& response, const CallResult& result) 
 kj::Promise<void> FrontDoor::request(kj::HttpMethod method, kj::StringPtr url,
                                      const kj::HttpHeaders& headers, kj::AsyncInputStream& body,
                                      Response& response) {
+  uint64_t head_bytes = url.size();
+  headers.forEach([&](kj::StringPtr name, kj::StringPtr value) {
+    head_bytes += name.size() + value.size() + 4;
+  });
+  if (head_bytes > max_header_bytes_) {
+    return Send(response, JsonStatus(431, absl::StrCat("request target and headers of ", head_bytes,
+                                                       " bytes exceed the limit of ",
+                                                       max_header_bytes_, " (maxHeaderKb)")));
+  }
   absl::string_view target(url.cStr(), url.size());
   absl::string_view path = target, query;
   if (auto q = target.find('?'); q != absl::string_view::npos) {
@@ -131,6 +140,50 @@ kj::Promise<void> FrontDoor::request(kj::HttpMethod method, kj::StringPtr url,
                                                                limit, " bytes"),
                                              module));
           });
+}
+
+namespace {
+
+kj::Promise<void> SendJsonError(const kj::HttpHeaderTable& table, kj::HttpService::Response& response,
+                                uint16_t status, absl::string_view message) {
+  kj::HttpHeaders headers(table);
+  headers.set(kj::HttpHeaderId::CONTENT_TYPE, "application/json");
+  headers.set(kj::HttpHeaderId::CONNECTION, "close");
+  std::string body = JsonError(message);
+  auto stream = response.send(status, HttpStatusText(status), headers, body.size());
+  auto text = kj::heapString(body.data(), body.size());
+  auto write = stream->write(text.begin(), text.size());
+  return write.attach(kj::mv(stream), kj::mv(text));
+}
+
+const kj::HttpHeaderTable& ErrorTable() {
+  static const kj::HttpHeaderTable* table = new kj::HttpHeaderTable();
+  return *table;
+}
+
+}  // namespace
+
+kj::Promise<void> FrontDoorErrors::handleClientProtocolError(kj::HttpHeaders::ProtocolError error,
+                                                             kj::HttpService::Response& response) {
+  const std::string what(error.description.cStr());
+  const bool too_large = what.find("too large") != std::string::npos ||
+                         what.find("too long") != std::string::npos;
+  const uint16_t status = too_large ? 431 : error.statusCode;
+  return SendJsonError(ErrorTable(), response, status,
+                       absl::StrCat("bad request: ", too_large ? "headers too large: " : "", what));
+}
+
+kj::Promise<void> FrontDoorErrors::handleApplicationError(
+    kj::Exception exception, kj::Maybe<kj::HttpService::Response&> response) {
+  const std::string what(exception.getDescription().cStr());
+  KJ_IF_MAYBE(r, response) {
+    if (what.find("too large") != std::string::npos || what.find("too long") != std::string::npos) {
+      return SendJsonError(ErrorTable(), *r, 431, absl::StrCat("request headers too large: ", what));
+    }
+    if (exception.getType() == kj::Exception::Type::DISCONNECTED) return kj::READY_NOW;
+    return SendJsonError(ErrorTable(), *r, 500, absl::StrCat("internal error: ", what));
+  }
+  return kj::READY_NOW;
 }
 
 }  // namespace mp::host

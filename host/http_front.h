@@ -11,8 +11,9 @@ namespace mp::host {
 
 class FrontDoor final : public kj::HttpService {
  public:
-  FrontDoor(Supervisor& supervisor, const kj::HttpHeaderTable& table)
-      : supervisor_(supervisor), table_(table) {}
+  // Requests whose target and headers exceed `max_header_bytes` are answered 431.
+  FrontDoor(Supervisor& supervisor, const kj::HttpHeaderTable& table, uint64_t max_header_bytes)
+      : supervisor_(supervisor), table_(table), max_header_bytes_(max_header_bytes) {}
 
   kj::Promise<void> request(kj::HttpMethod method, kj::StringPtr url,
                             const kj::HttpHeaders& headers, kj::AsyncInputStream& body,
@@ -22,6 +23,18 @@ class FrontDoor final : public kj::HttpService {
   kj::Promise<void> Send(Response& response, const CallResult& result);
   Supervisor& supervisor_;
   const kj::HttpHeaderTable& table_;
+  uint64_t max_header_bytes_;
+};
+
+// How the HTTP server answers what never reaches FrontDoor::request: a request that does not
+// parse (400), headers larger than the server's buffer (431), an internal failure (500). JSON
+// bodies, like every host error.
+class FrontDoorErrors final : public kj::HttpServerErrorHandler {
+ public:
+  kj::Promise<void> handleClientProtocolError(kj::HttpHeaders::ProtocolError error,
+                                              kj::HttpService::Response& response) override;
+  kj::Promise<void> handleApplicationError(kj::Exception exception,
+                                           kj::Maybe<kj::HttpService::Response&> response) override;
 };
 
 // "OK", "Not Found", ... for `status`.

@@ -94,9 +94,11 @@ int Main(int argc, char** argv) {
   }
 
   kj::HttpHeaderTable table;
-  FrontDoor front(supervisor, table);
+  FrontDoor front(supervisor, table, config.max_header_bytes);
   kj::HttpServerSettings settings;
-  settings.headerTimeout = 15 * kj::SECONDS;
+  settings.headerTimeout = config.header_timeout_ms * kj::MILLISECONDS;
+  FrontDoorErrors errors;
+  settings.errorHandler = errors;
   kj::HttpServer http(io.provider->getTimer(), table, front, settings);
   kj::Own<kj::ConnectionReceiver> listener;
   KJ_IF_MAYBE(e, kj::runCatchingExceptions([&] {

@@ -13,6 +13,8 @@ struct Config {
                               # whose members may use mpctl
   drainDelayMs @4 :UInt32;    # on SIGTERM or mpctl drain: /readyz is 503 this long before the
                               # listener closes (lets a load balancer notice first)
+  headerTimeoutMs @5 :UInt32 = 15000;  # a client must send its request head within this time
+  maxHeaderKb @6 :UInt32 = 64;         # request line and headers above this: 431
 }
 
 struct Module {

@@ -1,0 +1,143 @@
+// The front door's limits and HTTP behaviour, over raw sockets.
+#include <arpa/inet.h>
+#include <netinet/in.h>
+#include <poll.h>
+#include <sys/socket.h>
+#include <unistd.h>
+
+#include <chrono>
+#include <fstream>
+#include <thread>
+
+#include "gmock/gmock.h"
+#include "gtest/gtest.h"
+#include "host_harness.h"
+
+namespace mp::testing {
+namespace {
+
+using ::testing::HasSubstr;
+using ::testing::StartsWith;
+
+int Connect(int port) {
+  int fd = ::socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
+  sockaddr_in a{};
+  a.sin_family = AF_INET;
+  a.sin_port = htons(static_cast<uint16_t>(port));
+  a.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+  if (::connect(fd, reinterpret_cast<sockaddr*>(&a), sizeof a) != 0) {
+    ::close(fd);
+    return -1;
+  }
+  return fd;
+}
+
+// Reads what arrives within `ms` (until the peer closes or stays silent).
+std::string ReadFor(int fd, int ms) {
+  std::string out;
+  char buf[8192];
+  const auto deadline = std::chrono::steady_clock::now() + std::chrono::milliseconds(ms);
+  while (std::chrono::steady_clock::now() < deadline) {
+    pollfd p{fd, POLLIN, 0};
+    if (::poll(&p, 1, 50) <= 0) continue;
+    ssize_t n = ::read(fd, buf, sizeof buf);
+    if (n <= 0) break;
+    out.append(buf, static_cast<size_t>(n));
+  }
+  return out;
+}
+
+class HttpTest : public ::testing::Test {
+ protected:
+  void SetUp() override {
+    char tmpl[] = "/tmp/mphost-http-XXXXXX";
+    dir_ = ::mkdtemp(tmpl);
+    std::ofstream(dir_ + "/mphost.json")
+        << "{\"headerTimeoutMs\":400,\"maxHeaderKb\":16,\"modules\":[{\"name\":\"echo\","
+        << "\"plugin\":\"" << ModuleDir() << "/libecho.so\",\"maxBodyKb\":4}]}";
+    host_ = std::make_unique<HostProcess>(std::vector<std::string>{"--config", dir_ + "/mphost.json"});
+    ASSERT_TRUE(host_->started()) << host_->Log();
+  }
+  void TearDown() override {
+    host_.reset();
+    int unused = ::system(("rm -rf '" + dir_ + "'").c_str());
+    (void)unused;
+  }
+  std::string Exchange(const std::string& request, int ms = 2000) {
+    int fd = Connect(host_->port());
+    EXPECT_GE(fd, 0);
+    EXPECT_EQ(::send(fd, request.data(), request.size(), MSG_NOSIGNAL), static_cast<ssize_t>(request.size()));
+    std::string out = ReadFor(fd, ms);
+    ::close(fd);
+    return out;
+  }
+  std::string dir_;
+  std::unique_ptr<HostProcess> host_;
+};
+
+TEST_F(HttpTest, HeadersTooLargeIs431) {
+  std::string r = Exchange("GET /m/echo/ HTTP/1.1\r\nHost: x\r\nX-Big: " + std::string(20000, 'a') +
+                           "\r\n\r\n");
+  EXPECT_THAT(r, StartsWith("HTTP/1.1 431 "));
+  EXPECT_THAT(r, HasSubstr("exceed the limit of 16384 (maxHeaderKb)"));
+}
+
+TEST_F(HttpTest, MalformedRequestIs400WithJson) {
+  std::string r = Exchange("GET /m/echo/ HTTP/1.1\r\nHost x\r\n\r\n");
+  EXPECT_THAT(r, StartsWith("HTTP/1.1 400 "));
+  EXPECT_THAT(r, HasSubstr("{\"error\":\"bad request"));
+}
+
+TEST_F(HttpTest, BodyTooLargeIs413DeclaredOrChunked) {
+  std::string declared = Exchange("POST /m/echo/ HTTP/1.1\r\nHost: x\r\nContent-Length: 5000\r\n\r\n");
+  EXPECT_THAT(declared, StartsWith("HTTP/1.1 413 "));
+  EXPECT_THAT(declared, HasSubstr("limit of 4096"));
+  std::string chunk(5000, 'b');
+  char size[16];
+  std::snprintf(size, sizeof size, "%zx", chunk.size());
+  std::string chunked = Exchange(std::string("POST /m/echo/ HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n\r\n") +
+                                 size + "\r\n" + chunk + "\r\n0\r\n\r\n");
+  EXPECT_THAT(chunked, StartsWith("HTTP/1.1 413 "));
+}
+
+TEST_F(HttpTest, SlowClientIsCutOffAfterTheHeaderTimeout) {
+  int fd = Connect(host_->port());
+  ASSERT_GE(fd, 0);
+  const std::string partial = "GET /m/echo/ HTTP/1.1\r\nHost: x\r\n";
+  ASSERT_EQ(::send(fd, partial.data(), partial.size(), MSG_NOSIGNAL), static_cast<ssize_t>(partial.size()));
+  const auto start = std::chrono::steady_clock::now();
+  std::string got = ReadFor(fd, 3000);  // returns when the host closes the connection
+  const auto waited = std::chrono::steady_clock::now() - start;
+  ::close(fd);
+  EXPECT_THAT(got, ::testing::Not(HasSubstr("200 OK")));
+  EXPECT_LT(waited, std::chrono::milliseconds(2500)) << "the connection was not closed";
+}
+
+TEST_F(HttpTest, KeepAliveServesSeveralRequestsOnOneConnection) {
+  int fd = Connect(host_->port());
+  ASSERT_GE(fd, 0);
+  const std::string two = "GET /m/echo/a HTTP/1.1\r\nHost: x\r\n\r\nGET /m/echo/b HTTP/1.1\r\nHost: x\r\n\r\n";
+  ASSERT_EQ(::send(fd, two.data(), two.size(), MSG_NOSIGNAL), static_cast<ssize_t>(two.size()));
+  std::string got;
+  for (int i = 0; i < 40 && got.find("GET /b") == std::string::npos; ++i) got += ReadFor(fd, 50);
+  ::close(fd);
+  EXPECT_THAT(got, HasSubstr("GET /a"));
+  EXPECT_THAT(got, HasSubstr("GET /b"));
+}
+
+TEST_F(HttpTest, ThousandIdleConnectionsCostNoWorker) {
+  const size_t workers = WorkerPids(host_->Mpctl({"ps", "--json"}).out).size();
+  std::vector<int> fds;
+  for (int i = 0; i < 1000; ++i) {
+    int fd = Connect(host_->port());
+    if (fd < 0) break;
+    fds.push_back(fd);
+  }
+  EXPECT_EQ(fds.size(), 1000u);
+  EXPECT_EQ(HttpRequest(host_->port(), "GET", "/m/echo/").status, 200);
+  EXPECT_EQ(WorkerPids(host_->Mpctl({"ps", "--json"}).out).size(), workers);
+  for (int fd : fds) ::close(fd);
+}
+
+}  // namespace
+}  // namespace mp::testing
