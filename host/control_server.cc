@@ -9,6 +9,7 @@
 #include <unistd.h>
 
 #include <chrono>
+#include <memory>
 #include <cstring>
 
 #include "absl/strings/str_cat.h"
@@ -54,16 +55,33 @@ class ControlImpl final : public control::Control::Server {
       out.setUssBytes(w.memory.uss_bytes);
       out.setHeapResidentBytes(w.memory.heap_resident_bytes);
       out.setHeapPrivatizedBytes(w.memory.heap_privatized_bytes);
+      out.setRestarts(w.restarts);
     }
     return kj::READY_NOW;
   }
 
   kj::Promise<void> reload(ReloadContext context) override {
     std::string module = context.getParams().getModule().cStr();
+    if (module.empty()) {  // every module, one after the other; the first failure is reported
+      auto names = std::make_shared<std::vector<std::string>>();
+      for (const auto& m : supervisor_.Modules()) names->push_back(m.name);
+      return ReloadEach(names, 0, context);
+    }
     return supervisor_.Reload(module).then([context](absl::StatusOr<uint64_t> r) mutable {
       if (!r.ok()) Refuse(r.status());
       context.getResults().setGeneration(*r);
     });
+  }
+
+  kj::Promise<void> ReloadEach(std::shared_ptr<std::vector<std::string>> names, size_t i,
+                               ReloadContext context) {
+    if (i == names->size()) return kj::READY_NOW;
+    return supervisor_.Reload((*names)[i]).then(
+        [this, names, i, context](absl::StatusOr<uint64_t> r) mutable -> kj::Promise<void> {
+          if (!r.ok()) Refuse(r.status());
+          context.getResults().setGeneration(*r);
+          return ReloadEach(names, i + 1, context);
+        });
   }
 
   kj::Promise<void> restart(RestartContext context) override {
@@ -162,6 +180,8 @@ class ControlImpl final : public control::Control::Server {
       out.setWorkersBusy(m.workers_busy);
       out.setWorkersTarget(m.workers_target);
       out.setWorkersMax(m.workers_max);
+      out.setGenerations(m.generations);
+      out.setCallsPerSecond(m.calls_per_second);
       auto bounds = out.initLatencyBounds(kLatencyBucketCount - 1);
       for (size_t b = 0; b + 1 < kLatencyBucketCount; ++b) bounds.set(b, kLatencyBuckets[b]);
       auto counts = out.initLatencyCounts(m.latency_buckets.size());

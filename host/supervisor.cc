@@ -67,6 +67,7 @@ struct Supervisor::Worker {
   int64_t last_active_ms = 0;  // end of its last call (or its start)
   uint64_t recycle_at = 0;     // calls after which it is replaced; 0 = never
   bool recycle = false;        // replace it once its current call is done
+  uint64_t restarts_before = 0;  // its module's restarts when it started
   std::string end_cause;  // set when the host decided to end this worker
   bool retiring = false;  // its generation was replaced: stop after the current call
   // The call in flight, if any.
@@ -99,6 +100,8 @@ struct Supervisor::Module {
   std::map<uint16_t, uint64_t> calls_by_status;
   uint64_t latency[kLatencyBucketCount] = {};  // not cumulative: one count per bucket
   double latency_sum_seconds = 0;
+  uint64_t calls_at_last_tick = 0;  // for calls/s
+  double calls_per_second = 0;
   size_t spawning = 0;  // on-demand spawns in progress (Dispatch is re-entered by SpawnWorker)
 };
 
@@ -352,6 +355,7 @@ absl::Status Supervisor::SpawnWorker(Module& m) {
   w->pidfd = *std::move(pidfd);
   w->started_unix_ms = NowUnixMs();
   w->last_active_ms = w->started_unix_ms;
+  w->restarts_before = m.restarts_total;
   if (const uint64_t n = m.config.recycle_after_calls; n > 0) {
     w->recycle_at = n + jitter_rng_() % (n / 10 + 1);
   }
@@ -494,6 +498,10 @@ void Supervisor::Recycle(Worker& w, absl::string_view why) {
 void Supervisor::Maintain() {
   const int64_t now = NowUnixMs();
   for (auto& [name, m] : modules_) {
+    uint64_t calls = 0;
+    for (const auto& [status, n] : m->calls_by_status) calls += n;
+    m->calls_per_second = static_cast<double>(calls - m->calls_at_last_tick) * 1000.0 / kMaintenanceMs;
+    m->calls_at_last_tick = calls;
     // Replace workers past their private-memory limit.
     if (m->config.max_private_bytes > 0) {
       for (auto& w : m->workers) {
@@ -887,8 +895,8 @@ std::vector<WorkerSnapshot> Supervisor::Workers(bool with_memory) const {
       const char* state = w->state == Worker::State::kReady  ? "ready"
                           : w->state == Worker::State::kBusy ? "busy"
                                                              : "stopping";
-      WorkerSnapshot s{w->pid,    name,      w->generation, state, w->calls,
-                       w->errors, w->started_unix_ms, {}, {}};
+      WorkerSnapshot s{w->pid,    name,   w->generation,    state, w->calls, w->errors,
+                       w->started_unix_ms, w->restarts_before, {}, {}};
       if (with_memory) {
         if (auto mem = ReadMemoryUsage(w->pid, HeapMarker(name, w->generation))) s.memory = *mem;
         s.sandbox = ProbeSandboxLayers(
@@ -950,6 +958,8 @@ std::vector<ModuleSnapshot> Supervisor::Modules() const {
     s.calls = 0;
     for (const auto& [status, n] : m->calls_by_status) s.calls += n;
     s.restarts = m->restarts_total;
+    s.generations = (m->generation ? 1 : 0) + static_cast<uint32_t>(m->retiring.size());
+    s.calls_per_second = m->calls_per_second;
     uint64_t cumulative = 0;
     for (size_t b = 0; b < kLatencyBucketCount; ++b) {
       cumulative += m->latency[b];

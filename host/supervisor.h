@@ -63,6 +63,7 @@ struct WorkerSnapshot {
   uint64_t calls;
   uint64_t errors;
   int64_t started_unix_ms;
+  uint64_t restarts;   // of its module's workers, when it started
   MemoryUsage memory;  // zero if /proc could not be read
   std::vector<std::string> sandbox;  // layers in force, from /proc (with_memory only)
 };
@@ -99,6 +100,8 @@ struct ModuleSnapshot {
   uint64_t calls;
   uint64_t restarts;
   std::vector<uint64_t> latency_buckets;  // cumulative counts per kLatencyBuckets (+Inf last)
+  uint32_t generations = 0;
+  double calls_per_second = 0;
 };
 
 class Supervisor : private kj::TaskSet::ErrorHandler {

@@ -22,6 +22,7 @@ struct WorkerInfo {
   ussBytes @10 :UInt64;              # Private_Clean + Private_Dirty
   heapResidentBytes @11 :UInt64;     # Rss of its heap mapping
   heapPrivatizedBytes @12 :UInt64;   # Anonymous of its heap mapping: pages a write copied
+  restarts @13 :UInt64;              # workers of its module restarted before it started
 }
 
 struct HeapInfo {
@@ -73,6 +74,8 @@ struct ModuleInfo {
   # (the last count, bound +Inf, is every call given to a worker).
   latencyBounds @12 :List(Float64);
   latencyCounts @13 :List(UInt64);
+  generations @14 :UInt32;          # live heap generations (the current one and any retiring)
+  callsPerSecond @15 :Float64;      # over the last second
 }
 
 interface Control {
@@ -86,8 +89,8 @@ interface Control {
   # hostError: the host answered itself (no such module, limits, a worker died, deadline),
   # rather than passing on the module's reply.
 
-  # Builds and switches to a new generation of `module`; fails (leaving the old one serving)
-  # with the reason.
+  # Builds and switches to a new generation of `module` (every module if empty); fails
+  # (leaving the old one serving) with the reason.
   reload @2 (module :Text) -> (generation :UInt64);
   heap @3 (module :Text) -> (heaps :List(HeapInfo));  # module "" = every module
   modules @4 () -> (modules :List(ModuleInfo));

@@ -10,6 +10,9 @@
 #include <sys/wait.h>
 #include <unistd.h>
 
+#include <capnp/compat/json.h>
+#include <capnp/message.h>
+
 #include <algorithm>
 #include <cstring>
 #include <fstream>
@@ -245,6 +248,16 @@ std::vector<pid_t> WorkerPids(const std::string& ps_json, const std::string& mod
     out.push_back(std::stoi((*it)[1]));
   }
   return out;
+}
+
+bool ParsesAsJson(const std::string& text) {
+  capnp::MallocMessageBuilder message;
+  auto value = message.initRoot<capnp::JsonValue>();
+  capnp::JsonCodec codec;
+  return kj::runCatchingExceptions([&] {
+           codec.decodeRaw(kj::ArrayPtr<const char>(text.data(), text.size()), value);
+         }) == nullptr &&
+         value.which() == capnp::JsonValue::OBJECT;
 }
 
 std::string ProcStatusField(pid_t pid, const std::string& field) {

@@ -78,6 +78,9 @@ class HostProcess {
 // Worker pids from `mpctl ps --json` output (of `module` only, if given).
 std::vector<pid_t> WorkerPids(const std::string& ps_json, const std::string& module = "");
 
+// True if `text` is one well-formed JSON value (parsed with Cap'n Proto's JSON codec).
+bool ParsesAsJson(const std::string& text);
+
 // A /proc/PID/status field ("Seccomp"), trimmed; empty if absent.
 std::string ProcStatusField(pid_t pid, const std::string& field);
 

@@ -121,6 +121,38 @@ TEST_F(MpctlCommandTest, TopInATerminalRefreshesAndQuitsOnQ) {
   EXPECT_TRUE(WIFEXITED(status) && WEXITSTATUS(status) == 0);
 }
 
+TEST_F(MpctlCommandTest, EveryJsonOutputParses) {
+  HttpRequest(host_.port(), "GET", "/m/echo/");
+  const pid_t victim = WorkerPids(host_.Mpctl({"ps", "--json"}).out, "echo")[0];
+  const std::vector<std::vector<std::string>> commands = {
+      {"kill", std::to_string(victim), "--json"},
+      {"status", "--json"},
+      {"ps", "--json"},
+      {"modules", "--json"},
+      {"heap", "--json"},
+      {"heap", "echo", "--json"},
+      {"call", "echo", "/x?y=\"q\"", "--data", "a\"b\\c\n\x01", "--json"},
+      {"scale", "echo", "--min", "2", "--max", "3", "--json"},
+      {"reload", "echo", "--json"},
+      {"restart", "echo", "--json"},
+  };
+  for (const auto& args : commands) {
+    CommandResult r = host_.Mpctl(args);
+    EXPECT_EQ(r.exit_code, 0) << args[0] << ": " << r.err;
+    EXPECT_TRUE(ParsesAsJson(r.out)) << args[0] << ": " << r.out;
+  }
+  // Values agree with the host: modules shows the new pool and generation.
+  std::string modules = host_.Mpctl({"modules", "--json"}).out;
+  EXPECT_THAT(modules, HasSubstr("\"workers_min\":2,\"workers_max\":3"));
+  EXPECT_THAT(modules, HasSubstr("\"generation\":2"));
+  EXPECT_THAT(modules, HasSubstr("\"calls_per_second\":"));
+  std::string ps = host_.Mpctl({"ps", "--json"}).out;
+  EXPECT_THAT(ps, HasSubstr("\"restarts\":"));
+  CommandResult all = host_.Mpctl({"reload"});
+  EXPECT_EQ(all.exit_code, 0) << all.err;
+  EXPECT_THAT(host_.Mpctl({"modules", "--json"}).out, HasSubstr("\"generation\":3"));
+}
+
 TEST_F(MpctlCommandTest, EveryCommandExplainsItself) {
   for (const char* cmd : {"status", "ps", "modules", "heap", "call", "scale", "kill", "restart",
                           "reload", "drain", "top", "metrics"}) {

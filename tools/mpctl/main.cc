@@ -39,7 +39,8 @@ constexpr char kUsage[] =
     "  modules                  each module: version, generation, state, heap, workers, calls\n"
     "  heap [MODULE]            each heap generation: size, seals, checksum, mappers,\n"
     "                           shared (PSS) versus privatized bytes\n"
-    "  reload MODULE            build a new generation and switch to it with no failed call\n"
+    "  reload [MODULE]          build a new generation (of every module if none is named) and\n"
+    "                           switch to it with no failed call\n"
     "  restart MODULE           clear a failed module (crash loop) and replace its workers\n"
     "  scale MODULE --min N --max M   set the module's pool of workers\n"
     "  kill PID                 end one worker (it is replaced)\n"
@@ -73,7 +74,7 @@ int CommandHelp(const std::string& command) {
       {"scale", "mpctl scale MODULE --min N --max M\n  Sets the module's pool: at least N workers, up to M when calls queue.\n  e.g. mpctl scale dict --min 2 --max 8\n"},
       {"kill", "mpctl kill PID\n  Ends one worker (SIGKILL). Its call, if any, gets a 502; it is replaced.\n  e.g. mpctl kill 4242\n"},
       {"restart", "mpctl restart MODULE\n  Clears a failed module (crash loop) and replaces all its workers.\n  e.g. mpctl restart dict\n"},
-      {"reload", "mpctl reload MODULE\n  Builds a new heap generation from the module's data files and switches to it;\n  calls in flight finish on the old one. A failed build leaves the old one serving.\n  e.g. mpctl reload dict\n"},
+      {"reload", "mpctl reload [MODULE]\n  Builds a new heap generation from the module's data files and switches to it;\n  calls in flight finish on the old one. A failed build leaves the old one serving.\n  Without MODULE, every module in turn.\n  e.g. mpctl reload dict\n"},
       {"drain", "mpctl drain\n  Graceful stop: /readyz turns 503, the listener closes after drainDelayMs,\n  calls in flight finish, the host exits 0.\n  e.g. mpctl drain\n"},
       {"top", "mpctl top\n  A live view refreshed every second: modules with calls/s and p50/p99 latency,\n  workers with memory. q quits. Prints one snapshot when stdout is not a terminal.\n  e.g. mpctl top\n"},
       {"metrics", "mpctl metrics\n  The Prometheus text the host exports at /metrics.\n  e.g. mpctl metrics | grep mphost_calls_total\n"},
@@ -143,21 +144,24 @@ int Modules(control::Control::Client& ctl, kj::WaitScope& ws, const Options& opt
                       ",\"workers_busy\":", m.getWorkersBusy(),
                       ",\"workers_min\":", m.getWorkersTarget(),
                       ",\"workers_max\":", m.getWorkersMax(), ",\"calls\":", m.getCalls(),
-                      ",\"restarts\":", m.getRestarts(), "}");
+                      ",\"restarts\":", m.getRestarts(), ",\"generations\":", m.getGenerations(),
+                      ",\"calls_per_second\":", absl::StrFormat("%.1f", m.getCallsPerSecond()), "}");
     }
     out += "]}\n";
     std::fputs(out.c_str(), stdout);
     return 0;
   }
-  std::printf("%-16s %-10s %4s %-10s %10s %16s %10s %8s  %s\n", "MODULE", "VERSION", "GEN",
-              "STATE", "HEAP", "READY/BUSY/POOL", "CALLS", "RESTARTS", "REASON");
+  std::printf("%-16s %-10s %4s %5s %-10s %10s %16s %10s %8s %8s  %s\n", "MODULE", "VERSION",
+              "GEN", "GENS", "STATE", "HEAP", "READY/BUSY/POOL", "CALLS", "CALLS/S", "RESTARTS",
+              "REASON");
   for (auto m : mods) {
     std::string workers = absl::StrCat(m.getWorkersReady(), "/", m.getWorkersBusy(), "/",
                                        m.getWorkersTarget(), "-", m.getWorkersMax());
-    std::printf("%-16s %-10s %4llu %-10s %10s %16s %10llu %8llu  %s\n", m.getName().cStr(),
-                m.getVersion().cStr(), static_cast<unsigned long long>(m.getGeneration()),
+    std::printf("%-16s %-10s %4llu %5u %-10s %10s %16s %10llu %8.0f %8llu  %s\n",
+                m.getName().cStr(), m.getVersion().cStr(),
+                static_cast<unsigned long long>(m.getGeneration()), m.getGenerations(),
                 m.getState().cStr(), Size(m.getHeapBytes()).c_str(), workers.c_str(),
-                static_cast<unsigned long long>(m.getCalls()),
+                static_cast<unsigned long long>(m.getCalls()), m.getCallsPerSecond(),
                 static_cast<unsigned long long>(m.getRestarts()), m.getReason().cStr());
   }
   return 0;
@@ -207,15 +211,18 @@ int Heap(control::Control::Client& ctl, kj::WaitScope& ws, const Options& opt) {
 }
 
 int Reload(control::Control::Client& ctl, kj::WaitScope& ws, const Options& opt) {
-  if (opt.positional.size() != 1) return Usage("reload needs one MODULE");
+  if (opt.positional.size() > 1) return Usage("reload takes at most one MODULE");
+  const std::string module = opt.positional.empty() ? "" : opt.positional[0];
   auto req = ctl.reloadRequest();
-  req.setModule(opt.positional[0]);
+  req.setModule(module);
   auto resp = req.send().wait(ws);
   if (opt.json) {
-    std::printf("{\"module\":%s,\"generation\":%llu}\n", JsonQuote(opt.positional[0]).c_str(),
+    std::printf("{\"module\":%s,\"generation\":%llu}\n", JsonQuote(module).c_str(),
                 static_cast<unsigned long long>(resp.getGeneration()));
+  } else if (module.empty()) {
+    std::printf("every module reloaded\n");
   } else {
-    std::printf("module '%s' now serves generation %llu\n", opt.positional[0].c_str(),
+    std::printf("module '%s' now serves generation %llu\n", module.c_str(),
                 static_cast<unsigned long long>(resp.getGeneration()));
   }
   return 0;
@@ -435,22 +442,24 @@ int Ps(control::Control::Client& ctl, kj::WaitScope& ws, const Options& opt) {
                       ",\"uss_bytes\":", w.getUssBytes(),
                       ",\"heap_resident_bytes\":", w.getHeapResidentBytes(),
                       ",\"heap_privatized_bytes\":", w.getHeapPrivatizedBytes(),
+                      ",\"restarts\":", w.getRestarts(),
                       ",\"sandbox\":[", layers, "]}");
     }
     out += "]}\n";
     std::fputs(out.c_str(), stdout);
     return 0;
   }
-  std::printf("%-8s %-16s %4s %-9s %10s %7s %6s %10s %10s %10s %10s  %s\n", "PID", "MODULE",
-              "GEN", "STATE", "CALLS", "ERRORS", "AGE", "RSS", "PSS", "USS", "HEAP-PRIV",
-              "SANDBOX");
+  std::printf("%-8s %-16s %4s %-9s %10s %7s %8s %6s %10s %10s %10s %10s  %s\n", "PID", "MODULE",
+              "GEN", "STATE", "CALLS", "ERRORS", "RESTARTS", "AGE", "RSS", "PSS", "USS",
+              "HEAP-PRIV", "SANDBOX");
   for (auto w : workers) {
     std::string layers;
     for (auto l : w.getSandbox()) absl::StrAppend(&layers, layers.empty() ? "" : ",", l.cStr());
-    std::printf("%-8d %-16s %4llu %-9s %10llu %7llu %6s %10s %10s %10s %10s  %s\n", w.getPid(),
-                w.getModule().cStr(), static_cast<unsigned long long>(w.getGeneration()),
+    std::printf("%-8d %-16s %4llu %-9s %10llu %7llu %8llu %6s %10s %10s %10s %10s  %s\n",
+                w.getPid(), w.getModule().cStr(), static_cast<unsigned long long>(w.getGeneration()),
                 w.getState().cStr(), static_cast<unsigned long long>(w.getCalls()),
-                static_cast<unsigned long long>(w.getErrors()), Age(w.getStartedUnixMs()).c_str(),
+                static_cast<unsigned long long>(w.getErrors()),
+                static_cast<unsigned long long>(w.getRestarts()), Age(w.getStartedUnixMs()).c_str(),
                 Size(w.getRssBytes()).c_str(), Size(w.getPssBytes()).c_str(),
                 Size(w.getUssBytes()).c_str(), Size(w.getHeapPrivatizedBytes()).c_str(),
                 layers.c_str());
