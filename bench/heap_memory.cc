@@ -188,6 +188,8 @@ int Run(int workers, int heap_mb, int calls) {
     for (int k = 0; k < 4; ++k) threads.emplace_back(load, k + 1);
     for (auto& t : threads) t.join();
     const double secs = std::chrono::duration<double>(Clock::now() - t0).count();
+    // Settle: the host releases idle workers' ring pages on its next maintenance tick (1 s).
+    std::this_thread::sleep_for(std::chrono::milliseconds(1500));
     const Totals after = Measure(host, workers);
     const double target = MiB(after.heap_bytes) + workers;
     std::printf("%7d %9.1f %9.1f %8.1f %11.1f %11.1f %10.0f %10.0f %9.1f %9.1f %8.0f %6d  %s\n",

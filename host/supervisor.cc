@@ -2,6 +2,8 @@
 
 #include <capnp/message.h>
 #include <capnp/serialize.h>
+#include <fcntl.h>
+#include <linux/falloc.h>
 #include <signal.h>
 #include <sys/time.h>
 #include <unistd.h>
@@ -68,6 +70,7 @@ struct Supervisor::Worker {
   uint64_t recycle_at = 0;     // calls after which it is replaced; 0 = never
   bool recycle = false;        // replace it once its current call is done
   uint64_t restarts_before = 0;  // its module's restarts when it started
+  uint64_t calls_at_trim = 0;    // calls when its rings' pages were last released
   std::string end_cause;  // set when the host decided to end this worker
   bool retiring = false;  // its generation was replaced: stop after the current call
   // The call in flight, if any.
@@ -502,6 +505,20 @@ void Supervisor::Maintain() {
     for (const auto& [status, n] : m->calls_by_status) calls += n;
     m->calls_per_second = static_cast<double>(calls - m->calls_at_last_tick) * 1000.0 / kMaintenanceMs;
     m->calls_at_last_tick = calls;
+    // Ring positions only grow, so over time a worker touches every page of its rings. While
+    // it is idle both rings are empty (it answered its last call; nothing is queued for it):
+    // release their data pages (the header page, with the positions, stays), so that a worker
+    // costs its rings only while it carries a message.
+    for (auto& w : m->workers) {
+      if (w->state != Worker::State::kReady || w->fulfiller || w->cancelled_call_id != 0 ||
+          !w->end_cause.empty() || w->retiring || w->calls == w->calls_at_trim) {
+        continue;
+      }
+      w->calls_at_trim = w->calls;
+      ::fallocate(w->ring->segment().fd(), FALLOC_FL_PUNCH_HOLE | FALLOC_FL_KEEP_SIZE,
+                  static_cast<off_t>(shm::kRingHeaderBytes),
+                  static_cast<off_t>(w->ring->request_capacity() + w->ring->response_capacity()));
+    }
     // Replace workers past their private-memory limit.
     if (m->config.max_private_bytes > 0) {
       for (auto& w : m->workers) {
