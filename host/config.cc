@@ -251,6 +251,22 @@ absl::StatusOr<HostConfig> ParseConfig(absl::string_view json, absl::string_view
     }
     out.modules.push_back(std::move(mc));
   }
+  for (auto r : root.getRoutes()) {
+    Route route{S(r.getPrefix()), S(r.getHost()), S(r.getModule())};
+    const std::string field = absl::StrCat("routes[", route.prefix, "]");
+    if (route.prefix.empty() || route.prefix[0] != '/') {
+      return FieldError(source, field + ".prefix", "must start with /");
+    }
+    for (const char* reserved : {"/healthz", "/readyz", "/metrics"}) {
+      if (route.prefix == reserved) return FieldError(source, field, "shadows a host endpoint");
+    }
+    bool known = false;
+    for (const auto& m : out.modules) known = known || m.name == route.module;
+    if (!known) {
+      return FieldError(source, field + ".module", absl::StrCat("no module named '", route.module, "'"));
+    }
+    out.routes.push_back(std::move(route));
+  }
   return out;
 }
 

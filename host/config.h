@@ -36,6 +36,12 @@ struct ModuleConfig {
   uint32_t restart_window_ms = 10000;
 };
 
+struct Route {
+  std::string prefix;
+  std::string host;  // empty: any
+  std::string module;
+};
+
 struct HostConfig {
   std::string listen = "127.0.0.1:8080";
   std::string control;  // Unix socket path
@@ -44,6 +50,7 @@ struct HostConfig {
   uint32_t header_timeout_ms = 15000;
   uint64_t max_header_bytes = 64 << 10;
   std::vector<ModuleConfig> modules;
+  std::vector<Route> routes;
 };
 
 // Reads and validates `path`. Relative plugin paths are relative to the file's directory.

@@ -73,6 +73,16 @@ kj::Promise<void> FrontDoor::Send(Response& response, const CallResult& result) 
   return write.attach(kj::mv(stream), kj::mv(body));
 }
 
+const Route* FrontDoor::MatchRoute(absl::string_view path, absl::string_view host) const {
+  const Route* best = nullptr;
+  for (const Route& r : routes_) {
+    if (!absl::StartsWith(path, r.prefix)) continue;
+    if (!r.host.empty() && !absl::EqualsIgnoreCase(host, r.host)) continue;
+    if (best == nullptr || r.prefix.size() > best->prefix.size()) best = &r;
+  }
+  return best;
+}
+
 kj::Promise<void> FrontDoor::request(kj::HttpMethod method, kj::StringPtr url,
                                      const kj::HttpHeaders& headers, kj::AsyncInputStream& body,
                                      Response& response) {
@@ -100,14 +110,25 @@ kj::Promise<void> FrontDoor::request(kj::HttpMethod method, kj::StringPtr url,
     return Send(response,
                 Plain(200, supervisor_.MetricsText(), "text/plain; version=0.0.4; charset=utf-8"));
   }
-  if (!absl::StartsWith(path, "/m/")) {
+  std::string module, module_path;
+  absl::string_view host;
+  KJ_IF_MAYBE(h, headers.get(kj::HttpHeaderId::HOST)) { host = absl::string_view(h->cStr(), h->size()); }
+  host = host.substr(0, host.rfind(':') == absl::string_view::npos || host.back() == ']'
+                            ? host.size()
+                            : host.rfind(':'));
+  if (const Route* route = MatchRoute(path, host)) {
+    module = route->module;
+    module_path = std::string(path.substr(route->prefix.size()));
+    if (module_path.empty() || module_path[0] != '/') module_path = "/" + module_path;
+  } else if (absl::StartsWith(path, "/m/")) {
+    absl::string_view rest = path.substr(3);
+    const size_t slash = rest.find('/');
+    module = std::string(rest.substr(0, slash));
+    module_path = slash == absl::string_view::npos ? "/" : std::string(rest.substr(slash));
+  } else {
     return Send(response, JsonStatus(404, absl::StrCat("no route for ", path,
                                                        "; modules are under /m/<module>/")));
   }
-  absl::string_view rest = path.substr(3);
-  const size_t slash = rest.find('/');
-  std::string module(rest.substr(0, slash));
-  std::string module_path = slash == absl::string_view::npos ? "/" : std::string(rest.substr(slash));
   const auto max_body = supervisor_.MaxBodyBytes(module);
   if (!max_body) {
     return Send(response, JsonStatus(404, absl::StrCat("no module named '", module, "'"), module));

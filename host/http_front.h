@@ -5,6 +5,7 @@
 
 #include <kj/compat/http.h>
 
+#include "host/config.h"
 #include "host/supervisor.h"
 
 namespace mp::host {
@@ -12,8 +13,12 @@ namespace mp::host {
 class FrontDoor final : public kj::HttpService {
  public:
   // Requests whose target and headers exceed `max_header_bytes` are answered 431.
-  FrontDoor(Supervisor& supervisor, const kj::HttpHeaderTable& table, uint64_t max_header_bytes)
-      : supervisor_(supervisor), table_(table), max_header_bytes_(max_header_bytes) {}
+  FrontDoor(Supervisor& supervisor, const kj::HttpHeaderTable& table, uint64_t max_header_bytes,
+            std::vector<Route> routes = {})
+      : supervisor_(supervisor),
+        table_(table),
+        max_header_bytes_(max_header_bytes),
+        routes_(std::move(routes)) {}
 
   kj::Promise<void> request(kj::HttpMethod method, kj::StringPtr url,
                             const kj::HttpHeaders& headers, kj::AsyncInputStream& body,
@@ -21,9 +26,12 @@ class FrontDoor final : public kj::HttpService {
 
  private:
   kj::Promise<void> Send(Response& response, const CallResult& result);
+  // The configured route for `path` and `host` (longest prefix), if any.
+  const Route* MatchRoute(absl::string_view path, absl::string_view host) const;
   Supervisor& supervisor_;
   const kj::HttpHeaderTable& table_;
   uint64_t max_header_bytes_;
+  std::vector<Route> routes_;
 };
 
 // How the HTTP server answers what never reaches FrontDoor::request: a request that does not

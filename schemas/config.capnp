@@ -15,6 +15,15 @@ struct Config {
                               # listener closes (lets a load balancer notice first)
   headerTimeoutMs @5 :UInt32 = 15000;  # a client must send its request head within this time
   maxHeaderKb @6 :UInt32 = 64;         # request line and headers above this: 431
+  routes @7 :List(Route);              # besides /m/<module>/..., which always works
+}
+
+# Requests whose path starts with `prefix` (and, if set, whose Host is `host`) go to `module`,
+# which sees the rest of the path. The longest matching prefix wins.
+struct Route {
+  prefix @0 :Text;   # e.g. "/api/words/"; must start with "/"
+  host @1 :Text;     # optional: match only this Host header (without port)
+  module @2 :Text;
 }
 
 struct Module {

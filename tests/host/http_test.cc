@@ -139,5 +139,40 @@ TEST_F(HttpTest, ThousandIdleConnectionsCostNoWorker) {
   for (int fd : fds) ::close(fd);
 }
 
+TEST(RouteTest, ConfiguredPrefixesAndHostsReachTheirModules) {
+  char tmpl[] = "/tmp/mphost-route-XXXXXX";
+  const std::string dir = ::mkdtemp(tmpl);
+  std::ofstream(dir + "/mphost.json")
+      << "{\"modules\":[{\"name\":\"echo\",\"plugin\":\"" << ModuleDir() << "/libecho.so\"}],"
+      << "\"routes\":[{\"prefix\":\"/api/\",\"module\":\"echo\"},"
+      << "{\"prefix\":\"/api/v2/\",\"host\":\"v2.example\",\"module\":\"echo\"}]}";
+  {
+    HostProcess host({"--config", dir + "/mphost.json"});
+    ASSERT_TRUE(host.started()) << host.Log();
+    auto get = [&](const std::string& target, const std::string& host_header) {
+      int fd = Connect(host.port());
+      std::string req = "GET " + target + " HTTP/1.1\r\nHost: " + host_header + "\r\n\r\n";
+      EXPECT_EQ(::send(fd, req.data(), req.size(), MSG_NOSIGNAL), static_cast<ssize_t>(req.size()));
+      std::string out = ReadFor(fd, 300);
+      ::close(fd);
+      return out;
+    };
+    EXPECT_THAT(get("/api/words?x=1", "a.example"), HasSubstr("GET /words\n"));
+    EXPECT_THAT(get("/api/v2/w", "v2.example:8080"), HasSubstr("GET /w\n"));      // longest prefix
+    EXPECT_THAT(get("/api/v2/w", "other.example"), HasSubstr("GET /v2/w\n"));     // host differs
+    EXPECT_THAT(get("/m/echo/still", "x"), HasSubstr("GET /still\n"));            // always there
+    EXPECT_THAT(get("/elsewhere", "x"), StartsWith("HTTP/1.1 404"));
+  }
+  std::ofstream(dir + "/bad.json")
+      << "{\"modules\":[{\"name\":\"echo\",\"plugin\":\"" << ModuleDir() << "/libecho.so\"}],"
+      << "\"routes\":[{\"prefix\":\"/x/\",\"module\":\"nosuch\"}]}";
+  CommandResult bad = RunCommand({BinDir() + "/mphost", "--config", dir + "/bad.json", "--listen",
+                                  "127.0.0.1:0", "--control", dir + "/c.sock"});
+  EXPECT_NE(bad.exit_code, 0);
+  EXPECT_THAT(bad.err, HasSubstr("routes[/x/].module: no module named 'nosuch'"));
+  int unused = ::system(("rm -rf '" + dir + "'").c_str());
+  (void)unused;
+}
+
 }  // namespace
 }  // namespace mp::testing
