@@ -164,6 +164,7 @@ absl::StatusOr<HostConfig> ParseConfig(absl::string_view json, absl::string_view
     return FieldError(source, "controlGroup", absl::StrCat("no group named '", out.control_group, "'"));
   }
   out.drain_delay_ms = root.getDrainDelayMs();
+  out.access_log = root.getAccessLog();
   out.header_timeout_ms = root.getHeaderTimeoutMs();
   out.max_header_bytes = uint64_t{root.getMaxHeaderKb()} << 10;
   if (out.max_header_bytes == 0) return FieldError(source, "maxHeaderKb", "must be > 0");

@@ -51,6 +51,7 @@ struct HostConfig {
   uint64_t max_header_bytes = 64 << 10;
   std::vector<ModuleConfig> modules;
   std::vector<Route> routes;
+  bool access_log = false;
 };
 
 // Reads and validates `path`. Relative plugin paths are relative to the file's directory.

@@ -1,11 +1,14 @@
 #include "host/http_front.h"
 
+#include <chrono>
 #include <string>
 
 #include "absl/strings/ascii.h"
 #include "absl/strings/match.h"
 #include "absl/strings/str_cat.h"
+#include "absl/strings/str_format.h"
 #include "host/json.h"
+#include "host/log.h"
 
 namespace mp::host {
 namespace {
@@ -153,8 +156,25 @@ kj::Promise<void> FrontDoor::request(kj::HttpMethod method, kj::StringPtr url,
           [this, &response, module, call = std::move(call)](kj::Array<kj::byte> bytes) mutable
           -> kj::Promise<void> {
             call.body.assign(reinterpret_cast<const char*>(bytes.begin()), bytes.size());
+            const auto started = std::chrono::steady_clock::now();
+            std::string method = call.method, target = call.path;
             return supervisor_.Call(module, std::move(call))
-                .then([this, &response](CallResult result) { return Send(response, result); });
+                .then([this, &response, started, module, method = std::move(method),
+                       target = std::move(target)](CallResult result) {
+                  if (access_log_) {
+                    const double ms = std::chrono::duration<double, std::milli>(
+                                          std::chrono::steady_clock::now() - started)
+                                          .count();
+                    LogEvent("access", {{"module", module},
+                                        {"method", method},
+                                        {"path", target},
+                                        {"status", absl::StrCat(result.status)},
+                                        {"bytes", absl::StrCat(result.body.size())},
+                                        {"ms", absl::StrFormat("%.3f", ms)},
+                                        {"worker", absl::StrCat(result.worker_pid)}});
+                  }
+                  return Send(response, result);
+                });
           },
           [this, &response, module, limit = *max_body](kj::Exception&&) {
             return Send(response, JsonStatus(413, absl::StrCat("request body exceeds the module's limit of ",

@@ -14,11 +14,12 @@ class FrontDoor final : public kj::HttpService {
  public:
   // Requests whose target and headers exceed `max_header_bytes` are answered 431.
   FrontDoor(Supervisor& supervisor, const kj::HttpHeaderTable& table, uint64_t max_header_bytes,
-            std::vector<Route> routes = {})
+            std::vector<Route> routes = {}, bool access_log = false)
       : supervisor_(supervisor),
         table_(table),
         max_header_bytes_(max_header_bytes),
-        routes_(std::move(routes)) {}
+        routes_(std::move(routes)),
+        access_log_(access_log) {}
 
   kj::Promise<void> request(kj::HttpMethod method, kj::StringPtr url,
                             const kj::HttpHeaders& headers, kj::AsyncInputStream& body,
@@ -32,6 +33,7 @@ class FrontDoor final : public kj::HttpService {
   const kj::HttpHeaderTable& table_;
   uint64_t max_header_bytes_;
   std::vector<Route> routes_;
+  bool access_log_;
 };
 
 // How the HTTP server answers what never reaches FrontDoor::request: a request that does not

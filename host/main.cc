@@ -94,7 +94,7 @@ int Main(int argc, char** argv) {
   }
 
   kj::HttpHeaderTable table;
-  FrontDoor front(supervisor, table, config.max_header_bytes, config.routes);
+  FrontDoor front(supervisor, table, config.max_header_bytes, config.routes, config.access_log);
   kj::HttpServerSettings settings;
   settings.headerTimeout = config.header_timeout_ms * kj::MILLISECONDS;
   FrontDoorErrors errors;

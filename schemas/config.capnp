@@ -16,6 +16,7 @@ struct Config {
   headerTimeoutMs @5 :UInt32 = 15000;  # a client must send its request head within this time
   maxHeaderKb @6 :UInt32 = 64;         # request line and headers above this: 431
   routes @7 :List(Route);              # besides /m/<module>/..., which always works
+  accessLog @8 :Bool;                  # one `event=access` line per call on stderr
 }
 
 # Requests whose path starts with `prefix` (and, if set, whose Host is `host`) go to `module`,

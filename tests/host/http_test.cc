@@ -53,7 +53,7 @@ class HttpTest : public ::testing::Test {
     char tmpl[] = "/tmp/mphost-http-XXXXXX";
     dir_ = ::mkdtemp(tmpl);
     std::ofstream(dir_ + "/mphost.json")
-        << "{\"headerTimeoutMs\":400,\"maxHeaderKb\":16,\"modules\":[{\"name\":\"echo\","
+        << "{\"headerTimeoutMs\":400,\"maxHeaderKb\":16,\"accessLog\":true,\"modules\":[{\"name\":\"echo\","
         << "\"plugin\":\"" << ModuleDir() << "/libecho.so\",\"maxBodyKb\":4}]}";
     host_ = std::make_unique<HostProcess>(std::vector<std::string>{"--config", dir_ + "/mphost.json"});
     ASSERT_TRUE(host_->started()) << host_->Log();
@@ -123,6 +123,7 @@ TEST_F(HttpTest, KeepAliveServesSeveralRequestsOnOneConnection) {
   ::close(fd);
   EXPECT_THAT(got, HasSubstr("GET /a"));
   EXPECT_THAT(got, HasSubstr("GET /b"));
+  EXPECT_THAT(host_->Log(), HasSubstr("event=access module=echo method=GET path=/b status=200"));
 }
 
 TEST_F(HttpTest, ThousandIdleConnectionsCostNoWorker) {
