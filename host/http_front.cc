@@ -138,6 +138,7 @@ kj::Promise<void> FrontDoor::request(kj::HttpMethod method, kj::StringPtr url,
   }
   KJ_IF_MAYBE(length, body.tryGetLength()) {
     if (*length > *max_body) {
+      supervisor_.CountFrontDoorAnswer(module, 413);
       return Send(response, JsonStatus(413, absl::StrCat("request body of ", *length,
                                                          " bytes exceeds the module's limit of ",
                                                          *max_body),
@@ -177,6 +178,7 @@ kj::Promise<void> FrontDoor::request(kj::HttpMethod method, kj::StringPtr url,
                 });
           },
           [this, &response, module, limit = *max_body](kj::Exception&&) {
+            supervisor_.CountFrontDoorAnswer(module, 413);
             return Send(response, JsonStatus(413, absl::StrCat("request body exceeds the module's limit of ",
                                                                limit, " bytes"),
                                              module));

@@ -401,6 +401,11 @@ CallResult Supervisor::HostError(uint16_t status, absl::string_view module,
 
 void Supervisor::Count(Module& m, uint16_t status) { ++m.calls_by_status[status]; }
 
+void Supervisor::CountFrontDoorAnswer(absl::string_view module, uint16_t status) {
+  auto it = modules_.find(module);
+  if (it != modules_.end()) Count(*it->second, status);
+}
+
 bool Supervisor::HasModule(absl::string_view module) const {
   return modules_.find(module) != modules_.end();
 }

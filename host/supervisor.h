@@ -118,6 +118,8 @@ class Supervisor : private kj::TaskSet::ErrorHandler {
   kj::Promise<CallResult> Call(absl::string_view module, CallRequest request);
 
   bool HasModule(absl::string_view module) const;
+  // Counts an answer the front door gave for `module` without a call (e.g. 413), in metrics.
+  void CountFrontDoorAnswer(absl::string_view module, uint16_t status);
   // The module's request body limit; nullopt if there is no such module.
   std::optional<uint64_t> MaxBodyBytes(absl::string_view module) const;
   // Every module has at least one worker that can take a call.

@@ -140,6 +140,27 @@ TEST_F(HttpTest, ThousandIdleConnectionsCostNoWorker) {
   for (int fd : fds) ::close(fd);
 }
 
+TEST_F(HttpTest, MetricsPassPromtool) {
+  HttpRequest(host_->port(), "GET", "/m/echo/");
+  HttpRequest(host_->port(), "GET", "/m/nosuch/");
+  HttpRequest(host_->port(), "POST", "/m/echo/", std::string(5000, 'x'));  // 413
+  HttpResponse m = HttpRequest(host_->port(), "GET", "/metrics");
+  ASSERT_EQ(m.status, 200);
+  EXPECT_EQ(m.headers["content-type"], "text/plain; version=0.0.4; charset=utf-8");
+  std::ofstream(dir_ + "/metrics.txt") << m.body;
+  CommandResult check = RunCommand({"/bin/sh", "-c", "promtool check metrics < '" + dir_ + "/metrics.txt'"});
+  EXPECT_EQ(check.exit_code, 0) << "promtool (Debian package prometheus, installed by tools/setup): "
+                                << check.out << check.err;
+  for (const char* family : {"mphost_calls_total{module=\"echo\",status=\"200\"} 1",
+                             "mphost_calls_total{module=\"echo\",status=\"413\"}",
+                             "mphost_call_duration_seconds_bucket{module=\"echo\",le=\"+Inf\"} 1",
+                             "mphost_workers{module=\"echo\",state=\"ready\"}",
+                             "mphost_queue_depth{module=\"echo\"} 0", "mphost_heap_bytes{module=\"echo\"}",
+                             "mphost_worker_uss_bytes{module=\"echo\"}", "mphost_host_pss_bytes"}) {
+    EXPECT_THAT(m.body, HasSubstr(family));
+  }
+}
+
 TEST(RouteTest, ConfiguredPrefixesAndHostsReachTheirModules) {
   char tmpl[] = "/tmp/mphost-route-XXXXXX";
   const std::string dir = ::mkdtemp(tmpl);
