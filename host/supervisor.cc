@@ -104,6 +104,8 @@ struct Supervisor::Module {
   uint64_t latency[kLatencyBucketCount] = {};  // not cumulative: one count per bucket
   double latency_sum_seconds = 0;
   uint64_t calls_at_last_tick = 0;  // for calls/s
+  std::map<std::string, uint64_t> exits_by_cause;  // metrics: signal, seccomp, deadline, ...
+  uint64_t ring_violations = 0;
   double calls_per_second = 0;
   size_t spawning = 0;  // on-demand spawns in progress (Dispatch is re-entered by SpawnWorker)
 };
@@ -809,6 +811,26 @@ void Supervisor::OnWorkerExit(Worker& w) {
     }
   }
   if (w.retiring && exit && exit->signal == 0 && exit->exit_code == 0) cause = "retired";
+  // A short, bounded label for metrics.
+  std::string label = "exit";
+  if (!forbidden.empty()) {
+    label = "seccomp";
+  } else if (w.end_cause.rfind("broke the ring protocol", 0) == 0) {
+    label = "protocol";
+    ++m.ring_violations;
+  } else if (w.end_cause.find("deadline") != std::string::npos ||
+             w.end_cause.find("cancelled") != std::string::npos) {
+    label = "deadline";
+  } else if (w.end_cause.find("operator") != std::string::npos) {
+    label = "operator";
+  } else if (cause == "retired") {
+    label = "retired";
+  } else if (exit && exit->signal == 0 && exit->exit_code == microproc::kOutOfMemoryExit) {
+    label = "memory";
+  } else if (exit && (exit->signal != 0 || exit->exit_code == microproc::kAbortExit)) {
+    label = "signal";
+  }
+  ++m.exits_by_cause[label];
   LogEvent("worker_exit", {{"module", m.config.name},
                            {"pid", absl::StrCat(w.pid)},
                            {"cause", cause},
@@ -1088,6 +1110,24 @@ std::string Supervisor::MetricsText() const {
                     "# HELP mphost_host_pss_bytes Proportional set size of the supervisor itself.\n"
                     "# TYPE mphost_host_pss_bytes gauge\n"
                     "mphost_host_pss_bytes ", self->pss_bytes, "\n");
+  }
+  absl::StrAppend(&out,
+                  "# HELP mphost_worker_exits_total Worker exits by cause: signal, seccomp, "
+                  "memory, deadline, protocol, operator, retired, exit.\n"
+                  "# TYPE mphost_worker_exits_total counter\n");
+  for (const auto& [name, m] : modules_) {
+    for (const auto& [label, n] : m->exits_by_cause) {
+      absl::StrAppend(&out, "mphost_worker_exits_total{module=\"", name, "\",cause=\"", label,
+                      "\"} ", n, "\n");
+    }
+  }
+  absl::StrAppend(&out,
+                  "# HELP mphost_ring_violations_total Workers ended for breaking the ring "
+                  "protocol.\n"
+                  "# TYPE mphost_ring_violations_total counter\n");
+  for (const auto& [name, m] : modules_) {
+    absl::StrAppend(&out, "mphost_ring_violations_total{module=\"", name, "\"} ",
+                    m->ring_violations, "\n");
   }
   absl::StrAppend(&out,
                   "# HELP mphost_heap_bytes Size of the module's sealed heap segment.\n"

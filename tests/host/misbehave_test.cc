@@ -106,6 +106,13 @@ TEST_P(MisbehaveTest, HostSurvivesAndReplacesTheWorker) {
   EXPECT_EQ(ok.body, "misbehave heap");
   EXPECT_EQ(::kill(host.pid(), 0), 0);
   ExpectHeapIntact(host);
+  // The exit is counted by cause.
+  std::string metrics;
+  for (int i = 0; i < 100 && metrics.find("mphost_worker_exits_total{module=\"misbehave\"") == std::string::npos; ++i) {
+    metrics = HttpRequest(host.port(), "GET", "/metrics").body;
+    std::this_thread::sleep_for(std::chrono::milliseconds(20));
+  }
+  EXPECT_THAT(metrics, HasSubstr("mphost_worker_exits_total{module=\"misbehave\""));
 }
 
 INSTANTIATE_TEST_SUITE_P(
