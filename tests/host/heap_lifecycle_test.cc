@@ -1,5 +1,6 @@
 // Generations, build failures, copy-on-write and accounting, on the real mphost.
 #include <fcntl.h>
+#include <signal.h>
 #include <unistd.h>
 
 #include <atomic>
@@ -124,6 +125,22 @@ TEST(ReloadTest, FailedReloadLeavesTheCurrentGenerationServing) {
   EXPECT_THAT(modules, HasSubstr("\"state\":\"ready\""));
   EXPECT_EQ(JsonNumber(modules, "generation"), 1u);
   EXPECT_EQ(host.Mpctl({"reload", "nosuch"}).exit_code, 1);
+}
+
+TEST(ReloadTest, SighupReloadsEveryModule) {
+  HostProcess host;
+  ASSERT_TRUE(host.started()) << host.Log();
+  ASSERT_EQ(::kill(host.pid(), SIGHUP), 0);
+  std::string modules;
+  for (int i = 0; i < 300; ++i) {
+    modules = host.Mpctl({"modules", "--json"}).out;
+    if (modules.find("\"generation\":1") == std::string::npos) break;
+    std::this_thread::sleep_for(std::chrono::milliseconds(20));
+  }
+  EXPECT_EQ(modules.find("\"generation\":1"), std::string::npos) << modules;
+  EXPECT_THAT(modules, HasSubstr("\"generation\":2"));
+  EXPECT_THAT(host.Log(), HasSubstr("event=sighup"));
+  EXPECT_EQ(HttpRequest(host.port(), "GET", "/m/echo/").status, 200);
 }
 
 struct BuildFailureCase {
