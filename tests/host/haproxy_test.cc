@@ -4,6 +4,7 @@
 #include <arpa/inet.h>
 #include <netinet/in.h>
 #include <signal.h>
+#include <sys/prctl.h>
 #include <sys/socket.h>
 #include <sys/wait.h>
 #include <unistd.h>
@@ -80,10 +81,22 @@ TEST(HaproxyTest, DrainFailsNothingAndAKilledHostFailsOnlyItsCallsInFlight) {
       << "  server c 127.0.0.1:" << c.port() << " check\n";
   const pid_t haproxy = ::fork();
   if (haproxy == 0) {
+    ::prctl(PR_SET_PDEATHSIG, SIGKILL);  // never outlive the test, however it ends
     ::execl("/usr/sbin/haproxy", "haproxy", "-db", "-f", (dir + "/haproxy.cfg").c_str(), nullptr);
     _exit(127);
   }
   ASSERT_GT(haproxy, 0);
+  // Stops haproxy (by pid) and removes the files on every way out of the test.
+  struct Cleanup {
+    pid_t pid;
+    std::string dir;
+    ~Cleanup() {
+      ::kill(pid, SIGTERM);
+      ::waitpid(pid, nullptr, 0);
+      int unused = ::system(("rm -rf '" + dir + "'").c_str());
+      (void)unused;
+    }
+  } cleanup{haproxy, dir};
   // Wait (bounded) until haproxy answers.
   bool up = false;
   for (int i = 0; i < 100 && !up; ++i) {
@@ -127,10 +140,6 @@ TEST(HaproxyTest, DrainFailsNothingAndAKilledHostFailsOnlyItsCallsInFlight) {
     EXPECT_LE(load.failed.load(), 4) << "at most the 4 calls in flight on b";
     for (const auto& f : load.failures) std::fprintf(stderr, "reported failure: %s\n", f.c_str());
   }
-  ::kill(haproxy, SIGTERM);
-  ::waitpid(haproxy, nullptr, 0);
-  int unused = ::system(("rm -rf '" + dir + "'").c_str());
-  (void)unused;
 }
 
 }  // namespace
