@@ -72,7 +72,8 @@ TEST(HaproxyTest, DrainFailsNothingAndAKilledHostFailsOnlyItsCallsInFlight) {
   std::ofstream(dir + "/haproxy.cfg")
       << "global\n  maxconn 512\n"
       << "defaults\n  mode http\n  timeout connect 1s\n  timeout client 10s\n  timeout server 10s\n"
-      << "  retries 3\n  option redispatch\n"
+      << "  retries 3\n  option redispatch\n  http-reuse never\n"
+      << "  retry-on conn-failure empty-response\n"
       << "frontend fe\n  bind 127.0.0.1:" << lb_port << "\n  default_backend hosts\n"
       << "backend hosts\n  balance roundrobin\n  option httpchk GET /readyz\n"
       << "  http-check expect status 200\n  default-server inter 200ms fall 1 rise 1\n"
