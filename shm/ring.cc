@@ -107,7 +107,11 @@ RingReader::RingReader(RingControl* control, const std::byte* data, uint64_t cap
       capacity_(capacity),
       head_(control->head.load(std::memory_order_relaxed)),
       cached_tail_(head_),
-      allowed_kinds_(allowed_kinds) {}
+      allowed_kinds_(allowed_kinds) {
+  // The starting head comes from shared memory: a misaligned one would let Peek read a frame
+  // header across the end of the data area. Refuse the ring instead.
+  if (head_ % kFrameAlign != 0) violation_ = RingViolation::kMisaligned;
+}
 
 bool RingReader::Empty() const noexcept {
   return control_->tail.load(std::memory_order_acquire) == head_;

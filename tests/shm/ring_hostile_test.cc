@@ -164,6 +164,17 @@ TEST(RingViolationTest, NamesAreStable) {
 
 // ---- A hostile consumer (the head written by hand) ----
 
+TEST_F(RingTest, ReaderRefusesAMisalignedStartingHead) {
+  auto ring = RingFile::Create("misaligned", kCap, kCap);
+  ASSERT_TRUE(ring.ok());
+  ring->header()->response.head.store(8);
+  ring->header()->response.tail.store(8);
+  RingReader reader = ring->ResponseReader();
+  FrameView frame;
+  EXPECT_EQ(reader.Peek(&frame), ReadStatus::kViolation);
+  EXPECT_EQ(reader.violation(), RingViolation::kMisaligned);
+}
+
 // The writer re-reads the shared head only when its cached copy leaves too little room, so a
 // corrupt head is caught the next time the writer needs it: before it could write anything the
 // head does not allow. Writes frames until the writer refuses; returns how many it wrote.
