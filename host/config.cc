@@ -165,6 +165,8 @@ absl::StatusOr<HostConfig> ParseConfig(absl::string_view json, absl::string_view
   }
   out.drain_delay_ms = root.getDrainDelayMs();
   out.access_log = root.getAccessLog();
+  out.body_timeout_ms = root.getBodyTimeoutMs();
+  if (out.body_timeout_ms < 1) return FieldError(source, "bodyTimeoutMs", "must be > 0");
   out.header_timeout_ms = root.getHeaderTimeoutMs();
   out.max_header_bytes = uint64_t{root.getMaxHeaderKb()} << 10;
   if (out.max_header_bytes == 0) return FieldError(source, "maxHeaderKb", "must be > 0");

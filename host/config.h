@@ -52,6 +52,7 @@ struct HostConfig {
   std::vector<ModuleConfig> modules;
   std::vector<Route> routes;
   bool access_log = false;
+  uint32_t body_timeout_ms = 30000;
 };
 
 // Reads and validates `path`. Relative plugin paths are relative to the file's directory.

@@ -55,6 +55,7 @@ const char* HttpStatusText(uint16_t status) {
     case 429: return "Too Many Requests";
     case 431: return "Request Header Fields Too Large";
     case 500: return "Internal Server Error";
+    case 501: return "Not Implemented";
     case 502: return "Bad Gateway";
     case 503: return "Service Unavailable";
     case 504: return "Gateway Timeout";
@@ -113,6 +114,10 @@ kj::Promise<void> FrontDoor::request(kj::HttpMethod method, kj::StringPtr url,
     return Send(response,
                 Plain(200, supervisor_.MetricsText(), "text/plain; version=0.0.4; charset=utf-8"));
   }
+  // A ".." segment never reaches a module: answer it here rather than trust every module.
+  if (path == "/.." || absl::StrContains(path, "/../") || absl::EndsWith(path, "/..")) {
+    return Send(response, JsonStatus(400, "path contains a '..' segment"));
+  }
   std::string module, module_path;
   absl::string_view host;
   KJ_IF_MAYBE(h, headers.get(kj::HttpHeaderId::HOST)) { host = absl::string_view(h->cStr(), h->size()); }
@@ -152,7 +157,15 @@ kj::Promise<void> FrontDoor::request(kj::HttpMethod method, kj::StringPtr url,
   headers.forEach([&](kj::StringPtr name, kj::StringPtr value) {
     call.headers.emplace_back(name.cStr(), value.cStr());
   });
-  return body.readAllBytes(*max_body + 1)
+  kj::Promise<kj::Array<kj::byte>> read_body = body.readAllBytes(*max_body + 1);
+  if (timer_ != nullptr) {
+    read_body = read_body.exclusiveJoin(
+        timer_->afterDelay(body_timeout_ms_ * kj::MILLISECONDS).then([]() -> kj::Array<kj::byte> {
+          throw kj::Exception(kj::Exception::Type::OVERLOADED, __FILE__, __LINE__,
+                              kj::str("request body timeout"));
+        }));
+  }
+  return kj::mv(read_body)
       .then(
           [this, &response, module, call = std::move(call)](kj::Array<kj::byte> bytes) mutable
           -> kj::Promise<void> {
@@ -177,20 +190,33 @@ kj::Promise<void> FrontDoor::request(kj::HttpMethod method, kj::StringPtr url,
                   return Send(response, result);
                 });
           },
-          [this, &response, module, limit = *max_body](kj::Exception&&) {
-            supervisor_.CountFrontDoorAnswer(module, 413);
-            return Send(response, JsonStatus(413, absl::StrCat("request body exceeds the module's limit of ",
-                                                               limit, " bytes"),
-                                             module));
+          [this, &response, module, limit = *max_body](kj::Exception&& e) {
+            const std::string what(e.getDescription().cStr());
+            if (what.find("body timeout") != std::string::npos) {
+              supervisor_.CountFrontDoorAnswer(module, 408);
+              return Send(response, JsonStatus(408, absl::StrCat("request body not received within ",
+                                                                 body_timeout_ms_, " ms (bodyTimeoutMs)"),
+                                               module));
+            }
+            if (what.find("limit") != std::string::npos) {
+              supervisor_.CountFrontDoorAnswer(module, 413);
+              return Send(response, JsonStatus(413, absl::StrCat("request body exceeds the module's limit of ",
+                                                                 limit, " bytes"),
+                                               module));
+            }
+            supervisor_.CountFrontDoorAnswer(module, 400);
+            return Send(response, JsonStatus(400, absl::StrCat("malformed request body: ", what), module));
           });
 }
 
 namespace {
 
 kj::Promise<void> SendJsonError(const kj::HttpHeaderTable& table, kj::HttpService::Response& response,
-                                uint16_t status, absl::string_view message) {
+                                uint16_t status, absl::string_view message,
+                                const char* allow = nullptr) {
   kj::HttpHeaders headers(table);
   headers.set(kj::HttpHeaderId::CONTENT_TYPE, "application/json");
+  if (allow != nullptr) headers.add("Allow", allow);
   headers.set(kj::HttpHeaderId::CONNECTION, "close");
   std::string body = JsonError(message);
   auto stream = response.send(status, HttpStatusText(status), headers, body.size());
@@ -211,6 +237,10 @@ kj::Promise<void> FrontDoorErrors::handleClientProtocolError(kj::HttpHeaders::Pr
   const std::string what(error.description.cStr());
   const bool too_large = what.find("too large") != std::string::npos ||
                          what.find("too long") != std::string::npos;
+  if (error.statusCode == 501) {  // a method KJ does not know: a client error here
+    return SendJsonError(ErrorTable(), response, 405, absl::StrCat("bad request: ", what),
+                         "GET, HEAD, POST, PUT, DELETE, PATCH, OPTIONS");
+  }
   const uint16_t status = too_large ? 431 : error.statusCode;
   return SendJsonError(ErrorTable(), response, status,
                        absl::StrCat("bad request: ", too_large ? "headers too large: " : "", what));

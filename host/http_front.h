@@ -14,12 +14,15 @@ class FrontDoor final : public kj::HttpService {
  public:
   // Requests whose target and headers exceed `max_header_bytes` are answered 431.
   FrontDoor(Supervisor& supervisor, const kj::HttpHeaderTable& table, uint64_t max_header_bytes,
-            std::vector<Route> routes = {}, bool access_log = false)
+            std::vector<Route> routes = {}, bool access_log = false,
+            kj::Timer* timer = nullptr, uint32_t body_timeout_ms = 30000)
       : supervisor_(supervisor),
         table_(table),
         max_header_bytes_(max_header_bytes),
         routes_(std::move(routes)),
-        access_log_(access_log) {}
+        access_log_(access_log),
+        timer_(timer),
+        body_timeout_ms_(body_timeout_ms) {}
 
   kj::Promise<void> request(kj::HttpMethod method, kj::StringPtr url,
                             const kj::HttpHeaders& headers, kj::AsyncInputStream& body,
@@ -34,6 +37,8 @@ class FrontDoor final : public kj::HttpService {
   uint64_t max_header_bytes_;
   std::vector<Route> routes_;
   bool access_log_;
+  kj::Timer* timer_;  // for the body timeout; none: no timeout
+  uint32_t body_timeout_ms_;
 };
 
 // How the HTTP server answers what never reaches FrontDoor::request: a request that does not

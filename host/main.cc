@@ -94,7 +94,8 @@ int Main(int argc, char** argv) {
   }
 
   kj::HttpHeaderTable table;
-  FrontDoor front(supervisor, table, config.max_header_bytes, config.routes, config.access_log);
+  FrontDoor front(supervisor, table, config.max_header_bytes, config.routes, config.access_log,
+                  &io.provider->getTimer(), config.body_timeout_ms);
   kj::HttpServerSettings settings;
   settings.headerTimeout = config.header_timeout_ms * kj::MILLISECONDS;
   FrontDoorErrors errors;

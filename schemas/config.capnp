@@ -17,6 +17,7 @@ struct Config {
   maxHeaderKb @6 :UInt32 = 64;         # request line and headers above this: 431
   routes @7 :List(Route);              # besides /m/<module>/..., which always works
   accessLog @8 :Bool;                  # one `event=access` line per call on stderr
+  bodyTimeoutMs @9 :UInt32 = 30000;    # a request body not received within this time: 408
 }
 
 # Requests whose path starts with `prefix` (and, if set, whose Host is `host`) go to `module`,

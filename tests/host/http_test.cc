@@ -56,7 +56,7 @@ class HttpTest : public ::testing::Test {
     char tmpl[] = "/tmp/mphost-http-XXXXXX";
     dir_ = ::mkdtemp(tmpl);
     std::ofstream(dir_ + "/mphost.json")
-        << "{\"headerTimeoutMs\":400,\"maxHeaderKb\":16,\"accessLog\":true,\"modules\":[{\"name\":\"echo\","
+        << "{\"headerTimeoutMs\":400,\"bodyTimeoutMs\":400,\"maxHeaderKb\":16,\"accessLog\":true,\"modules\":[{\"name\":\"echo\","
         << "\"plugin\":\"" << ModuleDir() << "/libecho.so\",\"maxBodyKb\":4}]}";
     host_ = std::make_unique<HostProcess>(std::vector<std::string>{"--config", dir_ + "/mphost.json"});
     ASSERT_TRUE(host_->started()) << host_->Log();
@@ -166,6 +166,54 @@ TEST_F(HttpTest, FiveThousandIdleConnectionsCostMemoryButNoWorker) {
                rss_with.c_str());
   RecordProperty("host_rss_idle_5000", rss_with);
   for (int fd : fds) ::close(fd);
+}
+
+TEST_F(HttpTest, BadInputGetsItsAnswerAndTheHostKeepsServing) {
+  struct Case {
+    const char* name;
+    std::string request;
+    const char* expect;  // the start of the answer
+  };
+  const std::vector<Case> cases = {
+      {"body shorter than Content-Length",
+       "POST /m/echo/ HTTP/1.1\r\nHost: x\r\nContent-Length: 10\r\n\r\nabc", "HTTP/1.1 408 "},
+      {"invalid chunked encoding",
+       "POST /m/echo/ HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n\r\nzz\r\nabc\r\n0\r\n\r\n",
+       "HTTP/1.1 400 "},
+      {"unknown method", "FROB /m/echo/ HTTP/1.1\r\nHost: x\r\n\r\n", "HTTP/1.1 405 "},
+      {"malformed request line", "GET\r\n\r\n", "HTTP/1.1 "},
+      {"'..' in the path", "GET /m/echo/../../etc/passwd HTTP/1.1\r\nHost: x\r\n\r\n", "HTTP/1.1 400 "},
+      {"NUL in the path",
+       [] {
+         static const char kNul[] = "GET /m/echo/a\0b HTTP/1.1\r\nHost: x\r\n\r\n";
+         return std::string(kNul, sizeof kNul - 1);
+       }(),
+       "HTTP/1.1 400 "},
+  };
+  for (const Case& k : cases) {
+    std::string got = Exchange(k.request, 1500);
+    EXPECT_THAT(got, StartsWith(k.expect)) << k.name << ": " << got.substr(0, 120);
+    EXPECT_THAT(got, ::testing::Not(StartsWith("HTTP/1.1 5"))) << k.name;  // not a host failure
+  }
+  // A body longer than its Content-Length: the first request is answered; the rest is a bad
+  // next request on the same connection.
+  std::string longer = Exchange("POST /m/echo/ HTTP/1.1\r\nHost: x\r\nContent-Length: 3\r\n\r\nabcGARBAGE\r\n\r\n", 1000);
+  EXPECT_THAT(longer, StartsWith("HTTP/1.1 200 "));
+  EXPECT_THAT(longer, HasSubstr("HTTP/1.1 405 "));
+  // Clients that disconnect mid-body and mid-reply.
+  for (int i = 0; i < 3; ++i) {
+    int fd = Connect(host_->port());
+    const std::string partial = "POST /m/echo/ HTTP/1.1\r\nHost: x\r\nContent-Length: 100\r\n\r\nabc";
+    EXPECT_EQ(::send(fd, partial.data(), partial.size(), MSG_NOSIGNAL), static_cast<ssize_t>(partial.size()));
+    ::close(fd);
+    fd = Connect(host_->port());
+    const std::string full = "POST /m/echo/ HTTP/1.1\r\nHost: x\r\nContent-Length: 4000\r\n\r\n" + std::string(4000, 'z');
+    EXPECT_EQ(::send(fd, full.data(), full.size(), MSG_NOSIGNAL), static_cast<ssize_t>(full.size()));
+    ::close(fd);  // before the reply
+  }
+  std::this_thread::sleep_for(std::chrono::milliseconds(200));
+  EXPECT_EQ(HttpRequest(host_->port(), "GET", "/m/echo/").status, 200);
+  EXPECT_EQ(::kill(host_->pid(), 0), 0);
 }
 
 TEST_F(HttpTest, MetricsPassPromtool) {
