@@ -17,6 +17,7 @@
 #include "absl/strings/str_cat.h"
 #include "host/config.h"
 #include "host/control_server.h"
+#include "host/head_timeout.h"
 #include "host/http_front.h"
 #include "host/log.h"
 #include "host/supervisor.h"
@@ -97,7 +98,8 @@ int Main(int argc, char** argv) {
   FrontDoor front(supervisor, table, config.max_header_bytes, config.routes, config.access_log,
                   &io.provider->getTimer(), config.body_timeout_ms);
   kj::HttpServerSettings settings;
-  settings.headerTimeout = config.header_timeout_ms * kj::MILLISECONDS;
+  // Our HeadTimeoutStream answers a slow head with 408; KJ's own timeout is the backstop.
+  settings.headerTimeout = (config.header_timeout_ms + 5000) * kj::MILLISECONDS;
   FrontDoorErrors errors;
   settings.errorHandler = errors;
   kj::HttpServer http(io.provider->getTimer(), table, front, settings);
@@ -136,7 +138,25 @@ int Main(int argc, char** argv) {
   supervisor.SetDrainHandler([&fulfiller = drain.fulfiller]() {
     if (fulfiller->isWaiting()) fulfiller->fulfill(0);
   });
-  auto serving = http.listenHttp(*listener).eagerlyEvaluate([](kj::Exception&& e) {
+  // Connections, each wrapped so a slow request head gets a 408.
+  class QuietErrors final : public kj::TaskSet::ErrorHandler {
+   public:
+    void taskFailed(kj::Exception&& e) override {
+      if (e.getType() != kj::Exception::Type::DISCONNECTED) {
+        LogEvent("connection_error", {{"what", e.getDescription().cStr()}});
+      }
+    }
+  } quiet_errors;
+  kj::TaskSet connections(quiet_errors);
+  auto& timer = io.provider->getTimer();
+  const kj::Duration head_timeout = config.header_timeout_ms * kj::MILLISECONDS;
+  std::function<kj::Promise<void>()> accept_loop = [&]() -> kj::Promise<void> {
+    return listener->accept().then([&](kj::Own<kj::AsyncIoStream> connection) {
+      connections.add(http.listenHttp(kj::heap<HeadTimeoutStream>(kj::mv(connection), timer, head_timeout)));
+      return accept_loop();
+    });
+  };
+  auto serving = accept_loop().eagerlyEvaluate([](kj::Exception&& e) {
     LogEvent("listener_error", {{"what", e.getDescription().cStr()}});
   });
   auto controlling = control_server.Run().eagerlyEvaluate(nullptr);
