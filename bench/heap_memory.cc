@@ -101,7 +101,7 @@ struct Totals {
   int workers = 0;
 };
 
-Totals Measure(pid_t host, int workers_expected) {
+Totals Measure(pid_t host) {
   Totals t;
   std::ifstream children("/proc/" + std::to_string(host) + "/task/" + std::to_string(host) + "/children");
   std::vector<pid_t> pids = {host};
@@ -119,7 +119,6 @@ Totals Measure(pid_t host, int workers_expected) {
     std::ifstream cmd("/proc/" + std::to_string(pid) + "/cmdline");
     std::string c((std::istreambuf_iterator<char>(cmd)), std::istreambuf_iterator<char>());
     // Workers are the zygote's clones: same cmdline, but no heap fd (checked via fd count).
-    std::ifstream limits("/proc/" + std::to_string(pid) + "/status");
     struct stat st;
     if (pid != host && c.find("mp-zygote") != std::string::npos &&
         ::stat(("/proc/" + std::to_string(pid) + "/fd/4").c_str(), &st) == 0) {
@@ -131,7 +130,6 @@ Totals Measure(pid_t host, int workers_expected) {
       ++t.workers;
     }
   }
-  (void)workers_expected;
   return t;
 }
 
@@ -169,7 +167,7 @@ int Run(int workers, int heap_mb, int calls) {
     rc = 1;
   } else {
     std::this_thread::sleep_for(std::chrono::milliseconds(500));
-    const Totals before = Measure(host, workers);
+    const Totals before = Measure(host);
     // Random lookups and prefixes, from 4 connections.
     std::atomic<int> next{0}, failed{0};
     auto load = [&](int seed) {
@@ -190,7 +188,7 @@ int Run(int workers, int heap_mb, int calls) {
     const double secs = std::chrono::duration<double>(Clock::now() - t0).count();
     // Settle: the host releases idle workers' ring pages on its next maintenance tick (1 s).
     std::this_thread::sleep_for(std::chrono::milliseconds(1500));
-    const Totals after = Measure(host, workers);
+    const Totals after = Measure(host);
     const double target = MiB(after.heap_bytes) + workers;
     std::printf("%7d %9.1f %9.1f %8.1f %11.1f %11.1f %10.0f %10.0f %9.1f %9.1f %8.0f %6d  %s\n",
                 workers, startup_s, MiB(after.heap_bytes), MiB(after.host_pss), MiB(before.pss),

@@ -119,8 +119,7 @@ class ControlImpl final : public control::Control::Server {
     return kj::READY_NOW;
   }
 
-  kj::Promise<void> drain(DrainContext context) override {
-    (void)context;
+  kj::Promise<void> drain(DrainContext) override {
     supervisor_.RequestDrain();
     return kj::READY_NOW;
   }
@@ -324,10 +323,8 @@ kj::Promise<void> ControlServer::AcceptLoop() {
     ucred cred{};
     uint len = sizeof cred;
     bool allowed = false;
-    KJ_IF_MAYBE(e, kj::runCatchingExceptions(
-                       [&] { connection->getsockopt(SOL_SOCKET, SO_PEERCRED, &cred, &len); })) {
-      (void)e;
-    } else {
+    if (kj::runCatchingExceptions(
+            [&] { connection->getsockopt(SOL_SOCKET, SO_PEERCRED, &cred, &len); }) == nullptr) {
       allowed = cred.uid == ::getuid() || cred.uid == 0 ||
                 (group_ != static_cast<gid_t>(-1) && InGroup(cred.uid, group_));
     }
