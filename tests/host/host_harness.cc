@@ -48,6 +48,15 @@ void ReadAll(int fd, std::string* out, Clock::time_point deadline) {
   }
 }
 
+// argv as execv wants it. Built before fork(): the test process has other threads (stderr
+// readers), so the child may not allocate between fork and exec.
+std::vector<char*> ExecArgs(const std::vector<std::string>& argv) {
+  std::vector<char*> args;
+  for (const auto& a : argv) args.push_back(const_cast<char*>(a.c_str()));
+  args.push_back(nullptr);
+  return args;
+}
+
 }  // namespace
 
 std::string BinDir() { return MP_TEST_BIN_DIR; }
@@ -116,13 +125,11 @@ CommandResult RunCommand(const std::vector<std::string>& argv, int timeout_ms) {
   CommandResult result;
   int out[2], err[2];
   if (::pipe2(out, O_CLOEXEC) != 0 || ::pipe2(err, O_CLOEXEC) != 0) return result;
+  std::vector<char*> args = ExecArgs(argv);
   pid_t pid = ::fork();
   if (pid == 0) {
     ::dup2(out[1], 1);
     ::dup2(err[1], 2);
-    std::vector<char*> args;
-    for (const auto& a : argv) args.push_back(const_cast<char*>(a.c_str()));
-    args.push_back(nullptr);
     ::execv(args[0], args.data());
     _exit(127);
   }
@@ -158,13 +165,11 @@ HostProcess::HostProcess(std::vector<std::string> extra_args) {
   argv.insert(argv.end(), extra_args.begin(), extra_args.end());
   int err[2];
   if (::pipe2(err, O_CLOEXEC) != 0) return;
+  std::vector<char*> args = ExecArgs(argv);
   pid_ = ::fork();
   if (pid_ == 0) {
     ::prctl(PR_SET_PDEATHSIG, SIGTERM);  // a host never outlives its test, however it ends
     ::dup2(err[1], 2);
-    std::vector<char*> args;
-    for (const auto& a : argv) args.push_back(const_cast<char*>(a.c_str()));
-    args.push_back(nullptr);
     ::execv(args[0], args.data());
     _exit(127);
   }
