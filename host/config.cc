@@ -96,11 +96,6 @@ std::string DefaultControlSocket() {
   return absl::StrCat("/tmp/mphost-", ::getuid(), ".sock");
 }
 
-uint64_t RingCapacityFor(uint64_t max_body_bytes) {
-  // Room for one maximal body plus headers and Cap'n Proto framing in half the ring.
-  return std::max<uint64_t>(std::bit_ceil(2 * (max_body_bytes + (64 << 10))), 256 << 10);
-}
-
 HostConfig DefaultConfig(const std::string& module_dir) {
   HostConfig c;
   c.control = DefaultControlSocket();
@@ -205,6 +200,23 @@ absl::StatusOr<HostConfig> ParseConfig(absl::string_view json, absl::string_view
       return FieldError(source, field + ".maxBodyKb", "must be between 1 and 65536");
     }
     mc.max_body_bytes = uint64_t{m.getMaxBodyKb()} << 10;
+    {
+      uint32_t kb = m.getMaxMessageKb();
+      if (kb == 0) kb = std::min<uint32_t>(65536, std::max<uint32_t>(1024, m.getMaxBodyKb() + 64));
+      if (kb > 65536) return FieldError(source, field + ".maxMessageKb", "must be at most 65536");
+      if (kb < m.getMaxBodyKb()) {
+        return FieldError(source, field + ".maxMessageKb",
+                          absl::StrCat(kb, " is less than maxBodyKb (", m.getMaxBodyKb(),
+                                       "): a call with the largest body could never be sent"));
+      }
+      mc.max_message_bytes = uint64_t{kb} << 10;
+      const uint32_t ring = m.getRingKb();
+      if (ring < 16 || ring > 65536 || !std::has_single_bit(ring)) {
+        return FieldError(source, field + ".ringKb",
+                          absl::StrCat(ring, " must be a power of two between 16 and 65536"));
+      }
+      mc.ring_bytes = uint64_t{ring} << 10;
+    }
     mc.call_timeout_ms = m.getCallTimeoutMs();
     if (mc.call_timeout_ms < 1) return FieldError(source, field + ".callTimeoutMs", "must be > 0");
     const std::string mode = S(m.getHeapMode());

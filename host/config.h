@@ -19,7 +19,9 @@ struct ModuleConfig {
   uint64_t max_heap_bytes = 256ull << 20;
   std::vector<std::pair<std::string, std::string>> options;
   std::vector<std::pair<std::string, std::string>> data_files;  // name → absolute path
-  uint64_t max_body_bytes = 256ull << 10;
+  uint64_t max_body_bytes = 256ull << 10;      // request bodies (413 beyond)
+  uint64_t max_message_bytes = 1024ull << 10;  // call and reply messages, either way
+  uint64_t ring_bytes = 256ull << 10;          // per direction
   uint32_t call_timeout_ms = 10000;
   uint32_t build_timeout_ms = 60000;
   bool heap_copy_on_write = false;  // heapMode "cow"
@@ -69,7 +71,5 @@ HostConfig DefaultConfig(const std::string& module_dir);
 // $XDG_RUNTIME_DIR/mphost.sock, or /tmp/mphost-UID.sock. mpctl uses the same default.
 std::string DefaultControlSocket();
 
-// Ring capacity per direction for a module whose bodies reach `max_body_bytes`.
-uint64_t RingCapacityFor(uint64_t max_body_bytes);
 
 }  // namespace mp::host

@@ -26,15 +26,20 @@ bool ValidReplyHeader(absl::string_view name, absl::string_view value) {
 }
 
 absl::StatusOr<DecodedReply> DecodeResponse(shm::FrameKind kind, absl::string_view payload) {
-  if (kind != shm::FrameKind::kReply && kind != shm::FrameKind::kError) {
-    return absl::InvalidArgumentError("frame kind is neither reply nor error");
-  }
   if (payload.size() % sizeof(capnp::word) != 0) {
     return absl::InvalidArgumentError("payload not a whole number of words");
   }
   // Aligned storage for the reader (the caller's copy may not be word-aligned).
   auto words = kj::heapArray<capnp::word>(payload.size() / sizeof(capnp::word));
   if (!payload.empty()) std::memcpy(words.begin(), payload.data(), payload.size());
+  return DecodeResponseWords(kind, words);
+}
+
+absl::StatusOr<DecodedReply> DecodeResponseWords(shm::FrameKind kind,
+                                                 kj::ArrayPtr<const capnp::word> words) {
+  if (kind != shm::FrameKind::kReply && kind != shm::FrameKind::kError) {
+    return absl::InvalidArgumentError("frame kind is neither reply nor error");
+  }
   capnp::ReaderOptions limits;
   limits.traversalLimitInWords = words.size() * 2 + 64;
   limits.nestingLimit = 8;

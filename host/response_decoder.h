@@ -8,6 +8,9 @@
 #include <utility>
 #include <vector>
 
+#include <capnp/common.h>
+#include <kj/common.h>
+
 #include "absl/status/statusor.h"
 #include "absl/strings/string_view.h"
 #include "shm/ring_layout.h"
@@ -32,5 +35,9 @@ bool ValidReplyHeader(absl::string_view name, absl::string_view value);
 // Cap'n Proto, a status outside 100-599, an invalid header.
 absl::StatusOr<DecodedReply> DecodeResponse(shm::FrameKind kind,
                                             absl::string_view payload);
+
+// The same over a private, word-aligned copy (a frame copied out, or a reassembled message).
+absl::StatusOr<DecodedReply> DecodeResponseWords(shm::FrameKind kind,
+                                                 kj::ArrayPtr<const capnp::word> words);
 
 }  // namespace mp::host

@@ -9,6 +9,7 @@
 #include <unistd.h>
 
 #include <fstream>
+#include <optional>
 
 #include "absl/strings/str_cat.h"
 #include "absl/strings/strip.h"
@@ -18,6 +19,7 @@
 #include "host/response_decoder.h"
 #include "host/sandbox_probe.h"
 #include "microproc/sandbox.h"
+#include "microproc/ring_message.h"
 #include "microproc/worker.h"
 #include "schemas/call.capnp.h"
 
@@ -75,6 +77,11 @@ struct Supervisor::Worker {
   bool retiring = false;  // its generation was replaced: stop after the current call
   // The call in flight, if any.
   uint64_t call_id = 0;
+  // Its call when too large for one frame, still being written in chunks (the worker rings
+  // the doorbell as it consumes them).
+  std::optional<microproc::ChunkedSend> outgoing;
+  // Its reply when the worker sends it in chunks; null until the first one.
+  std::unique_ptr<microproc::MessageAssembler> replies;
   kj::Own<kj::PromiseFulfiller<CallResult>> fulfiller;
   kj::TimePoint received = kj::origin<kj::TimePoint>();
   kj::Promise<void> deadline = nullptr;
@@ -293,7 +300,7 @@ absl::Status Supervisor::Start() {
   for (const ModuleConfig& mc : config_.modules) {
     auto m = std::make_unique<Module>();
     m->config = mc;
-    m->ring_capacity = RingCapacityFor(mc.max_body_bytes);
+    m->ring_capacity = mc.ring_bytes;
     Module& ref = *m;
     modules_.emplace(mc.name, std::move(m));
     auto gen = Generation::Create(mc, ref.next_generation++, helpers_, mc.build_timeout_ms);
@@ -333,7 +340,8 @@ absl::Status Supervisor::SpawnWorker(Module& m) {
   w->module = &m;
   w->generation = m.generation->number();
   auto ring = shm::RingFile::Create(absl::StrCat("mp-ring.", m.config.name, ".w", w->id),
-                                    m.ring_capacity, m.ring_capacity);
+                                    m.ring_capacity, m.ring_capacity,
+                                    m.config.max_message_bytes);
   if (!ring.ok()) return ring.status();
   w->ring = std::make_unique<shm::RingFile>(*std::move(ring));
   // The host sleeps in its event loop: the worker must ring until the host says otherwise.
@@ -382,6 +390,7 @@ kj::Promise<void> Supervisor::WatchDoorbell(Worker& w) {
   return w.bell_observer->whenBecomesReadable().then([this, &w]() -> kj::Promise<void> {
     w.doorbell->Drain();
     DrainResponses(w);
+    PumpOutgoing(w);
     if (!w.end_cause.empty()) return kj::NEVER_DONE;
     return WatchDoorbell(w);
   });
@@ -437,6 +446,13 @@ kj::Promise<CallResult> Supervisor::Call(absl::string_view module, CallRequest r
     return HostError(413, module, absl::StrCat("request body of ", request.body.size(),
                                                " bytes exceeds the module's limit of ",
                                                m.config.max_body_bytes));
+  }
+  if (const size_t bytes = CallBytes(request); bytes > m.config.max_message_bytes) {
+    Count(m, 413);
+    return HostError(413, module,
+                     absl::StrCat("call message of ", bytes, " bytes (body, headers and framing) "
+                                  "exceeds the module's maxMessageKb of ",
+                                  m.config.max_message_bytes >> 10, " KiB"));
   }
   if (m.queue.size() >= m.config.queue_limit) {
     Count(m, 503);
@@ -587,37 +603,57 @@ absl::Status Supervisor::Scale(absl::string_view module, uint32_t min, uint32_t 
   return absl::OkStatus();
 }
 
+namespace {
+
+void FillCall(call::Call::Builder call, const CallRequest& r) {
+  call.setMethod(r.method);
+  call.setPath(r.path);
+  call.setQuery(r.query);
+  auto headers = call.initHeaders(static_cast<unsigned>(r.headers.size()));
+  for (size_t i = 0; i < r.headers.size(); ++i) {
+    headers[i].setName(r.headers[i].first);
+    headers[i].setValue(r.headers[i].second);
+  }
+  call.setBody(kj::arrayPtr(reinterpret_cast<const kj::byte*>(r.body.data()), r.body.size()));
+}
+
+}  // namespace
+
+size_t Supervisor::CallBytes(const CallRequest& r) {
+  std::vector<microproc::HeaderSizes> sizes;
+  sizes.reserve(r.headers.size());
+  for (const auto& [name, value] : r.headers) sizes.push_back({name.size(), value.size()});
+  return microproc::CallMessageBytes(r.method.size(), r.path.size(), r.query.size(), sizes,
+                                     r.body.size());
+}
+
 void Supervisor::Send(Worker& w, Pending p) {
   Module& m = *w.module;
-  capnp::MallocMessageBuilder message;
-  auto call = message.initRoot<call::Call>();
-  call.setMethod(p.request.method);
-  call.setPath(p.request.path);
-  call.setQuery(p.request.query);
-  auto headers = call.initHeaders(p.request.headers.size());
-  for (size_t i = 0; i < p.request.headers.size(); ++i) {
-    headers[i].setName(p.request.headers[i].first);
-    headers[i].setValue(p.request.headers[i].second);
-  }
-  call.setBody(kj::arrayPtr(reinterpret_cast<const kj::byte*>(p.request.body.data()),
-                            p.request.body.size()));
-  const size_t bytes = capnp::computeSerializedSizeInWords(message) * sizeof(capnp::word);
-  std::byte* space = w.requests.Reserve(bytes);
-  if (space == nullptr) {
-    Count(m, 413);
-    p.fulfiller->fulfill(HostError(413, m.config.name,
-                                   absl::StrCat("call of ", bytes, " bytes does not fit the ring")));
-    return;
-  }
-  kj::ArrayOutputStream out(kj::arrayPtr(reinterpret_cast<kj::byte*>(space), bytes));
-  capnp::writeMessage(out, message);
+  const size_t bytes = CallBytes(p.request);  // ≤ maxMessageKb: Call() checked
   w.call_id = next_call_id_++;
+  bool wake = false;
+  std::byte* frame = bytes <= shm::MaxFramePayload(w.requests.capacity())
+                         ? w.requests.Reserve(bytes)
+                         : nullptr;
+  if (frame != nullptr) {
+    // Zero-copy: the call is built where the worker will read it.
+    microproc::FrameMessageBuilder message(frame, bytes);
+    FillCall(message.initRoot<call::Call>(), p.request);
+    if (message.InFrame()) {
+      wake = w.requests.Commit(shm::FrameKind::kCall, w.call_id, message.FinishInFrame());
+    } else {
+      w.outgoing.emplace(shm::FrameKind::kCall, w.call_id, capnp::messageToFlatArray(message));
+    }
+  } else {
+    // Larger than a frame (or the ring is not empty yet): chunks, as the worker makes room.
+    capnp::MallocMessageBuilder message(static_cast<unsigned>(bytes / sizeof(capnp::word)));
+    FillCall(message.initRoot<call::Call>(), p.request);
+    w.outgoing.emplace(shm::FrameKind::kCall, w.call_id, capnp::messageToFlatArray(message));
+  }
+  if (wake) shm::WakeFutexConsumer(&w.ring->header()->request);
   w.fulfiller = std::move(p.fulfiller);
   w.received = p.received;
   w.state = Worker::State::kBusy;
-  if (w.requests.Commit(shm::FrameKind::kCall, w.call_id, bytes)) {
-    shm::WakeFutexConsumer(&w.ring->header()->request);
-  }
   const uint32_t timeout_ms = p.request.timeout_ms ? p.request.timeout_ms : m.config.call_timeout_ms;
   // The expiry runs on a turn of its own: it resets `deadline`, which must not happen inside
   // the deadline's own callback.
@@ -632,6 +668,19 @@ void Supervisor::Send(Worker& w, Pending p) {
                      }));
                    })
                    .eagerlyEvaluate(nullptr);
+  PumpOutgoing(w);
+}
+
+void Supervisor::PumpOutgoing(Worker& w) {
+  if (!w.outgoing || !w.end_cause.empty()) return;
+  bool wake = false;
+  const bool done = w.outgoing->Pump(w.requests, &wake);
+  if (wake) shm::WakeFutexConsumer(&w.ring->header()->request);
+  if (done) {
+    w.outgoing.reset();
+  } else if (w.requests.PeerCorrupt()) {
+    EndWorker(w, "broke the ring protocol (request ring head out of range)");
+  }
 }
 
 void Supervisor::CancelCall(Worker& w, uint32_t timeout_ms) {
@@ -645,6 +694,8 @@ void Supervisor::CancelCall(Worker& w, uint32_t timeout_ms) {
   // dropped) or the grace period ends it.
   w.state = Worker::State::kBusy;
   w.cancelled_call_id = call_id;
+  w.outgoing.reset();  // a call still arriving: the worker drops it on the cancel frame
+  if (w.replies) w.replies->Reset();
   w.ring->header()->host.cancel_call_id.store(call_id, std::memory_order_release);
   bool wake = false;
   if (w.requests.TryWrite(shm::FrameKind::kCancel, call_id, {}, &wake) && wake) {
@@ -694,6 +745,7 @@ void Supervisor::Finish(Worker& w, CallResult result) {
 
 void Supervisor::DrainResponses(Worker& w) {
   Module& m = *w.module;
+  bool released_chunks = false;
   w.responses.ClearSleeping();
   for (;;) {
     if (!w.end_cause.empty()) return;
@@ -712,13 +764,37 @@ void Supervisor::DrainResponses(Worker& w) {
                                 shm::RingViolationName(w.responses.violation()), ")"));
       return;
     }
-    // Copy out before validating: the worker can rewrite shared memory at any time.
-    std::string payload(reinterpret_cast<const char*>(frame.payload.data()), frame.payload.size());
     const uint64_t call_id = frame.call_id;
     const shm::FrameKind kind = frame.kind;
-    w.responses.Pop();
-    if (call_id != 0 && call_id == w.cancelled_call_id) {
+    const bool late = call_id != 0 && call_id == w.cancelled_call_id;
+    if (!late && (call_id == 0 || call_id != w.call_id || !w.fulfiller)) {
+      EndWorker(w, absl::StrCat("broke the ring protocol (answer for call ", call_id,
+                                ", which it was not given)"));
+      return;
+    }
+    if (kind == shm::FrameKind::kChunk) {
+      // A piece of a reply too large for one frame: copied into private memory, released at
+      // once so that the worker can write the next one. A late answer's pieces are dropped.
+      absl::Status added = absl::OkStatus();
+      if (!late) {
+        if (!w.replies) {
+          w.replies = std::make_unique<microproc::MessageAssembler>(m.config.max_message_bytes);
+        }
+        added = w.replies->AddChunk(call_id, frame.payload);
+      }
+      w.responses.Pop();
+      released_chunks = true;
+      if (!added.ok()) {
+        EndWorker(w, absl::StrCat("broke the ring protocol (reply ", added.message(),
+                                  " of maxMessageKb)"));
+        return;
+      }
+      continue;
+    }
+    if (late) {
       // The late answer to a call already answered with 504: drop it; the worker is free.
+      w.responses.Pop();
+      if (w.replies) w.replies->Reset();
       w.cancelled_call_id = 0;
       w.grace = nullptr;
       w.state = Worker::State::kReady;
@@ -729,12 +805,24 @@ void Supervisor::DrainResponses(Worker& w) {
       }
       continue;
     }
-    if (call_id == 0 || call_id != w.call_id || !w.fulfiller) {
-      EndWorker(w, absl::StrCat("broke the ring protocol (answer for call ", call_id,
-                                ", which it was not given)"));
-      return;
+    // Copy out before validating: the worker can rewrite shared memory at any time.
+    absl::StatusOr<DecodedReply> decoded;
+    if (w.replies && w.replies->active()) {
+      auto whole = w.replies->Complete(call_id, frame.payload);
+      w.responses.Pop();
+      released_chunks = true;
+      decoded = whole.ok() ? DecodeResponseWords(kind, *whole) : whole.status();
+      w.replies->Reset();
+    } else {
+      if (frame.payload.size() % sizeof(capnp::word) != 0) {
+        decoded = absl::InvalidArgumentError("payload not a whole number of words");
+      } else {
+        auto words = kj::heapArray<capnp::word>(frame.payload.size() / sizeof(capnp::word));
+        std::memcpy(words.begin(), frame.payload.data(), frame.payload.size());
+        w.responses.Pop();
+        decoded = DecodeResponseWords(kind, words);
+      }
     }
-    auto decoded = DecodeResponse(kind, payload);
     if (!decoded.ok()) {
       EndWorker(w, absl::StrCat("broke the ring protocol (", decoded.status().message(), ")"));
       return;
@@ -753,12 +841,16 @@ void Supervisor::DrainResponses(Worker& w) {
     Finish(w, std::move(result));
     Dispatch(m);
   }
+  // The worker may be waiting for room to write its next chunk.
+  if (released_chunks) shm::WakeFutexConsumerIfSleeping(&w.ring->header()->request);
 }
 
 void Supervisor::EndWorker(Worker& w, std::string cause, uint16_t status) {
   if (!w.end_cause.empty()) return;
   w.end_cause = std::move(cause);
   w.state = Worker::State::kStopping;
+  w.outgoing.reset();
+  w.replies.reset();
   SignalChild(w.pidfd.get(), SIGKILL);
   if (w.fulfiller) {
     ++w.errors;

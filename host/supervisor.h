@@ -180,6 +180,10 @@ class Supervisor : private kj::TaskSet::ErrorHandler {
   absl::Status SpawnWorker(Module& m);
   void Dispatch(Module& m);
   void Send(Worker& w, Pending p);
+  // Writes more of `w`'s chunked call, as far as the ring has room.
+  void PumpOutgoing(Worker& w);
+  // Exact size of `r` as a Cap'n Proto Call message.
+  static size_t CallBytes(const CallRequest& r);
   void DrainResponses(Worker& w);
   void Finish(Worker& w, CallResult result);
   // Deadline passed: answer 504, ask the worker to stop (cancel frame), kill it after the grace.

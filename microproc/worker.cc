@@ -4,11 +4,13 @@
 #include <capnp/serialize.h>
 #include <kj/io.h>
 
+#include <algorithm>
 #include <string>
 #include <utility>
 #include <vector>
 
 #include "schemas/call.capnp.h"
+#include "microproc/ring_message.h"
 #include "shm/doorbell.h"
 #include "shm/module_heap.h"
 
@@ -47,28 +49,74 @@ int Cancelled(mp_reply* r) {
 
 mp_str Str(capnp::Text::Reader t) { return {t.cStr(), t.size()}; }
 
-// Writes `message` as one frame; waits (spinning, then yielding) while the host drains.
-void WriteFrame(shm::RingWriter& out, int doorbell_fd, shm::FrameKind kind, uint64_t call_id,
-                capnp::MessageBuilder& message) {
-  const size_t bytes = capnp::computeSerializedSizeInWords(message) * sizeof(capnp::word);
-  std::byte* p = nullptr;
-  for (int tries = 0; (p = out.Reserve(bytes)) == nullptr; ++tries) {
-    if (out.PeerCorrupt()) _exit(3);
-    if (tries > 1000) sched_yield();
-  }
-  kj::ArrayOutputStream stream(kj::arrayPtr(reinterpret_cast<kj::byte*>(p), bytes));
-  capnp::writeMessage(stream, message);
-  if (out.Commit(kind, call_id, bytes)) shm::RingDoorbell(doorbell_fd);
-}
+// The worker's end of the rings: sends whole messages, in place or in chunks.
+class Sender {
+ public:
+  Sender(shm::RingFile& ring, shm::RingReader& requests, int doorbell_fd, uint32_t spin)
+      : out_(ring.ResponseWriter()),
+        requests_(requests),
+        doorbell_fd_(doorbell_fd),
+        spin_(spin),
+        max_message_(ring.max_message_bytes()) {}
 
-void SendError(shm::RingWriter& out, int doorbell_fd, uint64_t call_id, call::Error::Code code,
-               const char* message) {
-  capnp::MallocMessageBuilder builder(256);
-  auto e = builder.initRoot<call::Error>();
-  e.setCode(code);
-  e.setMessage(message);
-  WriteFrame(out, doorbell_fd, shm::FrameKind::kError, call_id, builder);
-}
+  uint64_t max_message() const { return max_message_; }
+
+  // Sends the message `fill` builds, whose exact size is `bytes`: built in place in one
+  // frame when it fits, else built on the heap and sent as chunks.
+  template <typename Fill>
+  void Send(shm::FrameKind kind, uint64_t call_id, size_t bytes, Fill&& fill) {
+    if (bytes <= shm::MaxFramePayload(out_.capacity())) {
+      std::byte* frame = Reserve(bytes);
+      FrameMessageBuilder message(frame, bytes);
+      fill(message);
+      if (message.InFrame()) {
+        if (out_.Commit(kind, call_id, message.FinishInFrame())) shm::RingDoorbell(doorbell_fd_);
+        return;
+      }
+      SendChunked(kind, call_id, capnp::messageToFlatArray(message));  // size was wrong
+      return;
+    }
+    capnp::MallocMessageBuilder message(static_cast<unsigned>(bytes / sizeof(capnp::word)));
+    fill(message);
+    SendChunked(kind, call_id, capnp::messageToFlatArray(message));
+  }
+
+  void SendError(uint64_t call_id, call::Error::Code code, const std::string& text) {
+    Send(shm::FrameKind::kError, call_id, ErrorMessageBytes(text.size()),
+         [&](capnp::MessageBuilder& m) {
+           auto e = m.initRoot<call::Error>();
+           e.setCode(code);
+           e.setMessage(text);
+         });
+  }
+
+ private:
+  std::byte* Reserve(uint64_t bytes) {
+    std::byte* p = shm::ReserveWaiting(out_, requests_, bytes, spin_);
+    if (p == nullptr) _exit(3);  // the host broke the ring: it never does
+    return p;
+  }
+
+  void SendChunked(shm::FrameKind kind, uint64_t call_id, kj::Array<capnp::word> flat) {
+    ChunkedSend send(kind, call_id, std::move(flat));
+    for (;;) {
+      bool wake = false;
+      const bool done = send.Pump(out_, &wake);
+      if (wake) shm::RingDoorbell(doorbell_fd_);
+      if (done) return;
+      // Wait until the host has consumed a frame: room for the next one.
+      const uint64_t rest = send.total_bytes() - send.sent_bytes();
+      const uint64_t next = std::min<uint64_t>(rest, shm::MaxFramePayload(out_.capacity()));
+      Reserve(next);  // reserving is idempotent until a Commit
+    }
+  }
+
+  shm::RingWriter out_;
+  shm::RingReader& requests_;
+  int doorbell_fd_;
+  uint32_t spin_;
+  uint64_t max_message_;
+};
 
 }  // namespace
 
@@ -89,15 +137,14 @@ mp_heap MakeModuleHeap(const shm::HeapView& view) {
 void ServeCalls(shm::RingFile& ring, int doorbell_fd, const mp_module& module, const mp_heap& heap,
                 const WorkerLoopOptions& options) {
   shm::RingReader in = ring.RequestReader();
-  shm::RingWriter out = ring.ResponseWriter();
+  Sender out(ring, in, doorbell_fd, options.spin_iterations);
+  MessageAssembler chunks(ring.max_message_bytes());
   shm::WorkerBlock& block = ring.header()->worker;
   ReplyState reply;
   reply.abi = mp_reply{&SetStatus, &AddHeader, &AppendBody, &Cancelled, &reply};
   reply.cancel_call_id = &ring.header()->host.cancel_call_id;
   std::vector<mp_header> headers;
-  capnp::ReaderOptions limits;
-  limits.traversalLimitInWords = ring.request_capacity() / sizeof(capnp::word);
-  limits.nestingLimit = 16;
+  std::vector<HeaderSizes> header_sizes;
 
   block.state.store(static_cast<uint32_t>(shm::WorkerState::kReady), std::memory_order_release);
   for (;;) {
@@ -109,24 +156,50 @@ void ServeCalls(shm::RingFile& ring, int doorbell_fd, const mp_module& module, c
     }
     if (st == shm::ReadStatus::kViolation) _exit(3);  // the host never does this
     if (frame.kind == shm::FrameKind::kStop) break;
-    if (frame.kind != shm::FrameKind::kCall) {
-      in.Pop();  // a cancel for a call already answered
+    if (frame.kind == shm::FrameKind::kChunk) {
+      // Copied out at once, so that the host can go on; it waits on our doorbell for room.
+      if (!chunks.AddChunk(frame.call_id, frame.payload).ok()) _exit(3);  // the host checks sizes
+      in.Pop();
+      shm::RingDoorbell(doorbell_fd);
       continue;
+    }
+    if (frame.kind == shm::FrameKind::kCancel) {
+      const uint64_t id = frame.call_id;
+      in.Pop();
+      if (chunks.active() && chunks.call_id() == id) {
+        // Cancelled while its call was still arriving: answer, so the host frees us.
+        chunks.Reset();
+        out.SendError(id, call::Error::Code::CANCELLED, "cancelled before the call arrived");
+      }
+      continue;  // otherwise a cancel for a call already answered
     }
     block.state.store(static_cast<uint32_t>(shm::WorkerState::kBusy), std::memory_order_relaxed);
     const uint64_t call_id = frame.call_id;
     reply.Reset();
     reply.call_id = call_id;
+    // The call: in place in the ring (zero-copy; the host does not touch a frame after
+    // publishing it), or reassembled from chunks into private memory.
+    const bool in_place = !chunks.active();
+    kj::ArrayPtr<const capnp::word> words;
+    bool whole = frame.payload.size() % sizeof(capnp::word) == 0;
+    if (in_place) {
+      words = kj::arrayPtr(reinterpret_cast<const capnp::word*>(frame.payload.data()),
+                           frame.payload.size() / sizeof(capnp::word));
+    } else {
+      auto assembled = chunks.Complete(call_id, frame.payload);
+      in.Pop();
+      if (!assembled.ok()) _exit(3);  // the host sends whole messages
+      words = *assembled;
+      whole = true;
+    }
     bool decoded = false;
     int rc = 0;
-    if (frame.payload.size() % sizeof(capnp::word) == 0) {
+    if (whole) {
       try {
-        // Zero-copy: the call is read in place in the ring; the host does not touch a frame
-        // after publishing it.
-        capnp::FlatArrayMessageReader msg(
-            kj::arrayPtr(reinterpret_cast<const capnp::word*>(frame.payload.data()),
-                         frame.payload.size() / sizeof(capnp::word)),
-            limits);
+        capnp::ReaderOptions limits;
+        limits.traversalLimitInWords = words.size() * 2 + 64;
+        limits.nestingLimit = 16;
+        capnp::FlatArrayMessageReader msg(words, limits);
         auto c = msg.getRoot<call::Call>();
         headers.clear();
         for (auto h : c.getHeaders()) headers.push_back({Str(h.getName()), Str(h.getValue())});
@@ -139,29 +212,37 @@ void ServeCalls(shm::RingFile& ring, int doorbell_fd, const mp_module& module, c
         decoded = false;
       }
     }
-    in.Pop();
+    if (in_place) {
+      in.Pop();
+    } else {
+      chunks.Reset();
+    }
     if (decoded && rc == MP_HANDLE_OUT_OF_MEMORY) _exit(kOutOfMemoryExit);  // the host answers
     if (!decoded) {
-      SendError(out, doorbell_fd, call_id, call::Error::Code::BAD_CALL, "malformed call frame");
+      out.SendError(call_id, call::Error::Code::BAD_CALL, "malformed call frame");
     } else if (rc != 0) {
-      SendError(out, doorbell_fd, call_id, call::Error::Code::HANDLER_FAILED,
-                "the module's handler failed");
+      out.SendError(call_id, call::Error::Code::HANDLER_FAILED, "the module's handler failed");
     } else {
-      capnp::MallocMessageBuilder builder(1024 + reply.body.size() / 8);
-      auto r = builder.initRoot<call::Reply>();
-      r.setStatus(static_cast<uint16_t>(reply.status));
-      auto hs = r.initHeaders(reply.headers.size());
-      for (size_t i = 0; i < reply.headers.size(); ++i) {
-        hs[i].setName(reply.headers[i].first);
-        hs[i].setValue(reply.headers[i].second);
-      }
-      r.setBody(kj::arrayPtr(reinterpret_cast<const kj::byte*>(reply.body.data()), reply.body.size()));
-      if (capnp::computeSerializedSizeInWords(builder) * sizeof(capnp::word) >
-          shm::MaxFramePayload(out.capacity())) {
-        SendError(out, doorbell_fd, call_id, call::Error::Code::REPLY_TOO_LARGE,
-                  "the reply does not fit in the response ring");
+      header_sizes.clear();
+      for (const auto& [name, value] : reply.headers) header_sizes.push_back({name.size(), value.size()});
+      const size_t bytes = ReplyMessageBytes(header_sizes, reply.body.size());
+      if (bytes > out.max_message()) {
+        out.SendError(call_id, call::Error::Code::REPLY_TOO_LARGE,
+                      "the reply of " + std::to_string(bytes) +
+                          " bytes exceeds the module's maxMessageKb (" +
+                          std::to_string(out.max_message()) + " bytes)");
       } else {
-        WriteFrame(out, doorbell_fd, shm::FrameKind::kReply, call_id, builder);
+        out.Send(shm::FrameKind::kReply, call_id, bytes, [&](capnp::MessageBuilder& m) {
+          auto r = m.initRoot<call::Reply>();
+          r.setStatus(static_cast<uint16_t>(reply.status));
+          auto hs = r.initHeaders(static_cast<unsigned>(reply.headers.size()));
+          for (size_t i = 0; i < reply.headers.size(); ++i) {
+            hs[i].setName(reply.headers[i].first);
+            hs[i].setValue(reply.headers[i].second);
+          }
+          r.setBody(kj::arrayPtr(reinterpret_cast<const kj::byte*>(reply.body.data()),
+                                 reply.body.size()));
+        });
       }
     }
     block.state.store(static_cast<uint32_t>(shm::WorkerState::kReady), std::memory_order_release);

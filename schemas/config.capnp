@@ -34,7 +34,7 @@ struct Module {
   workers @2 :UInt32 = 2;   # microprocesses started for this module
   maxHeapMb @3 :UInt32 = 256;  # the build fails if the heap would grow past this
   options @4 :List(Option);  # in JSON: an object {"key": "value", ...}, handed to the build
-  maxBodyKb @5 :UInt32 = 256;  # largest request or reply body
+  maxBodyKb @5 :UInt32 = 256;  # largest request body (413 beyond)
   callTimeoutMs @6 :UInt32 = 10000;  # a call not answered by then fails with 504
   dataFiles @7 :List(Option);  # in JSON: {"name": "path"}; opened read-only for the build
   buildTimeoutMs @8 :UInt32 = 60000;  # a build running longer is killed; the module fails
@@ -56,6 +56,10 @@ struct Module {
   sandbox @19 :Sandbox;                # layers of the microprocess sandbox (all on by default)
   spinIterations @20 :UInt32 = 2000;   # ring checks a worker spins through before it sleeps on
                                        # its futex; 0 = never spin (more workers than cores)
+  maxMessageKb @21 :UInt32;            # largest call or reply message, body included, up to
+                                       # 65536; 0: max(1024, maxBodyKb + 64). Larger ones than
+                                       # a ring frame travel in chunks.
+  ringKb @22 :UInt32 = 256;            # each of a worker's two rings; a power of two, 16-65536
 }
 
 # Each layer can be switched off for debugging; no_new_privs, closing every other descriptor

@@ -68,6 +68,35 @@ bool WaitForFrame(RingReader& reader, uint32_t spin_iterations, int64_t timeout_
   return true;
 }
 
+void WakeFutexConsumerIfSleeping(RingControl* control) noexcept {
+  // Pairs with the fence in AnnounceSleep: our head stores (Pop) are visible to a producer
+  // that announced after them, or we see its flag.
+  std::atomic_thread_fence(std::memory_order_seq_cst);
+  if (control->consumer_sleeping.load(std::memory_order_relaxed) != 0) WakeFutexConsumer(control);
+}
+
+std::byte* ReserveWaiting(RingWriter& writer, RingReader& sleep_on, uint64_t payload_bytes,
+                          uint32_t spin_iterations) noexcept {
+  for (uint32_t i = 0;; ++i) {
+    if (std::byte* p = writer.Reserve(payload_bytes)) return p;
+    if (writer.PeerCorrupt() || payload_bytes > MaxFramePayload(writer.capacity())) return nullptr;
+    if (i < spin_iterations) {
+      CpuRelax();
+      continue;
+    }
+    const uint32_t seq = sleep_on.AnnounceSleep();
+    std::byte* p = writer.Reserve(payload_bytes);  // re-check after announcing
+    if (p == nullptr && !writer.PeerCorrupt()) {
+      // The consumer wakes us after it released frames; the timeout backs that up (and
+      // bounds the wait on a consumer that never announces).
+      const timespec backstop{0, 1000000};
+      Futex(&sleep_on.control()->wake_seq, FUTEX_WAIT, seq, &backstop);
+    }
+    sleep_on.ClearSleeping();
+    if (p != nullptr) return p;
+  }
+}
+
 absl::StatusOr<Doorbell> Doorbell::Create() {
   int fd = ::eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK);
   if (fd < 0) return ErrnoStatus("eventfd", errno);

@@ -18,6 +18,18 @@ void WakeFutexConsumer(RingControl* control) noexcept;
 // then sleeping on the futex. Returns false if `timeout_ns` (0 = forever) passed first.
 bool WaitForFrame(RingReader& reader, uint32_t spin_iterations, int64_t timeout_ns) noexcept;
 
+// Consumer side, after popping frames a producer may be waiting to replace: wakes the peer
+// sleeping on `control`'s futex (its announced flag), if it announced. A fence and a load
+// when it did not.
+void WakeFutexConsumerIfSleeping(RingControl* control) noexcept;
+
+// Worker side: Reserve()s `payload_bytes` in `writer`, spinning `spin_iterations` times and
+// then sleeping on `sleep_on`'s futex (the worker's one sleep word) until the host, which
+// consumes the other ring, wakes it with WakeFutexConsumerIfSleeping (or 1 ms passes).
+// nullptr if the frame can never fit or the consumer corrupted the ring.
+std::byte* ReserveWaiting(RingWriter& writer, RingReader& sleep_on, uint64_t payload_bytes,
+                          uint32_t spin_iterations) noexcept;
+
 // Adds 1 to the eventfd `fd` (non-owning). Async-signal-safe, allocation-free.
 void RingDoorbell(int fd) noexcept;
 

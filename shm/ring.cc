@@ -14,9 +14,10 @@ namespace {
 constexpr uint64_t AlignFrame(uint64_t n) { return (n + kFrameAlign - 1) & ~(kFrameAlign - 1); }
 
 constexpr uint32_t KindBit(FrameKind k) { return 1u << static_cast<uint32_t>(k); }
-constexpr uint32_t kRequestKinds =
-    KindBit(FrameKind::kCall) | KindBit(FrameKind::kCancel) | KindBit(FrameKind::kStop);
-constexpr uint32_t kResponseKinds = KindBit(FrameKind::kReply) | KindBit(FrameKind::kError);
+constexpr uint32_t kRequestKinds = KindBit(FrameKind::kCall) | KindBit(FrameKind::kCancel) |
+                                   KindBit(FrameKind::kStop) | KindBit(FrameKind::kChunk);
+constexpr uint32_t kResponseKinds =
+    KindBit(FrameKind::kReply) | KindBit(FrameKind::kError) | KindBit(FrameKind::kChunk);
 
 bool ValidCapacity(uint64_t c) { return c >= 4096 && std::has_single_bit(c); }
 
@@ -179,7 +180,8 @@ void RingReader::ClearSleeping() noexcept {
 // ---- RingFile ----
 
 absl::StatusOr<RingFile> RingFile::Create(absl::string_view name, uint64_t request_capacity,
-                                          uint64_t response_capacity) {
+                                          uint64_t response_capacity,
+                                          uint64_t max_message_bytes) {
   if (!ValidCapacity(request_capacity) || !ValidCapacity(response_capacity)) {
     return absl::InvalidArgumentError(absl::StrCat("ring ", name, ": capacities ",
                                                    request_capacity, "/", response_capacity,
@@ -192,9 +194,11 @@ absl::StatusOr<RingFile> RingFile::Create(absl::string_view name, uint64_t reque
   auto* h = new (map->data()) RingFileHeader{};
   h->request_capacity = request_capacity;
   h->response_capacity = response_capacity;
+  h->max_message_bytes = max_message_bytes;
   h->worker.forbidden_syscall.store(-1, std::memory_order_relaxed);
   h->magic = kRingMagic;
-  return RingFile(*std::move(seg), *std::move(map), request_capacity, response_capacity);
+  return RingFile(*std::move(seg), *std::move(map), request_capacity, response_capacity,
+                  max_message_bytes);
 }
 
 absl::StatusOr<RingFile> RingFile::Attach(UniqueFd fd) {
@@ -205,11 +209,13 @@ absl::StatusOr<RingFile> RingFile::Attach(UniqueFd fd) {
   if (!map.ok()) return map.status();
   const auto* h = static_cast<const RingFileHeader*>(map->data());
   const uint64_t req = h->request_capacity, resp = h->response_capacity;
+  const uint64_t max_message = h->max_message_bytes;
   if (h->magic != kRingMagic || !ValidCapacity(req) || !ValidCapacity(resp) ||
-      kRingHeaderBytes + req + resp != seg->size()) {
+      kRingHeaderBytes + req + resp != seg->size() || max_message == 0 ||
+      max_message > kMaxMessageBytesLimit) {
     return absl::DataLossError("ring: header does not match the memfd");
   }
-  return RingFile(*std::move(seg), *std::move(map), req, resp);
+  return RingFile(*std::move(seg), *std::move(map), req, resp, max_message);
 }
 
 RingWriter RingFile::RequestWriter() noexcept {

@@ -129,8 +129,10 @@ class RingReader {
 class RingFile {
  public:
   // Creates and initializes a ring memfd; capacities must be powers of two ≥ 4096.
+  // `max_message_bytes` bounds a message in either direction (see kChunk).
   static absl::StatusOr<RingFile> Create(absl::string_view name, uint64_t request_capacity,
-                                         uint64_t response_capacity);
+                                         uint64_t response_capacity,
+                                         uint64_t max_message_bytes = 1 << 20);
   // Maps a ring memfd made by Create in another process and validates its header.
   static absl::StatusOr<RingFile> Attach(UniqueFd fd);
 
@@ -147,17 +149,21 @@ class RingFile {
   const Segment& segment() const noexcept { return segment_; }
   uint64_t request_capacity() const noexcept { return request_capacity_; }
   uint64_t response_capacity() const noexcept { return response_capacity_; }
+  // As created (host) or as read once at Attach (worker).
+  uint64_t max_message_bytes() const noexcept { return max_message_bytes_; }
 
  private:
-  RingFile(Segment segment, Mapping mapping, uint64_t req, uint64_t resp)
+  RingFile(Segment segment, Mapping mapping, uint64_t req, uint64_t resp, uint64_t max_message)
       : segment_(std::move(segment)),
         mapping_(std::move(mapping)),
         request_capacity_(req),
-        response_capacity_(resp) {}
+        response_capacity_(resp),
+        max_message_bytes_(max_message) {}
   Segment segment_;
   Mapping mapping_;
   uint64_t request_capacity_;
   uint64_t response_capacity_;
+  uint64_t max_message_bytes_;
 };
 
 }  // namespace mp::shm

@@ -13,7 +13,8 @@ namespace mp::shm {
 
 inline constexpr uint64_t kRingMagic = 0x31474E4952504D00ull;  // "\0MPRING1"
 inline constexpr uint64_t kRingHeaderBytes = 4096;
-inline constexpr uint64_t kFrameAlign = 16;  // keeps payloads 8-aligned for Cap'n Proto readers
+inline constexpr uint64_t kFrameAlign = 16;
+inline constexpr uint64_t kMaxMessageBytesLimit = uint64_t{64} << 20;  // maxMessageKb's ceiling  // keeps payloads 8-aligned for Cap'n Proto readers
 
 // Frame kinds. A frame is [u32 length][u32 kind][u64 call id][payload, padded to 16 bytes].
 enum class FrameKind : uint32_t {
@@ -23,8 +24,11 @@ enum class FrameKind : uint32_t {
   kError = 3,   // worker → host: mp.call.Error
   kCancel = 4,  // host → worker: give up the call with this id
   kStop = 5,    // host → worker: exit cleanly after the current call
+  // Either way: a piece of a message too large for one frame. The pieces of one call's
+  // message follow each other; the message's own kind (kCall, kReply, kError) ends it.
+  kChunk = 6,
 };
-inline constexpr uint32_t kMaxFrameKind = 5;
+inline constexpr uint32_t kMaxFrameKind = 6;
 
 struct FrameHeader {
   uint32_t length;  // payload bytes, excluding this header and padding
@@ -68,6 +72,9 @@ struct RingFileHeader {
   uint64_t magic;
   uint64_t request_capacity;   // host → worker ring, power of two
   uint64_t response_capacity;  // worker → host ring, power of two
+  // Largest message in either direction, chunked or not (the module's maxMessageKb).
+  // Host-written; the worker refuses to build or accept anything larger.
+  uint64_t max_message_bytes;
   RingControl request;
   RingControl response;
   WorkerBlock worker;

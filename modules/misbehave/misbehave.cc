@@ -8,8 +8,8 @@
 // Call-time misbehaviour, by path: /ok, /segv, /abort, /exit (exits cleanly mid-call),
 // /spin, /spin-cooperative (until the host cancels), /alloc (allocates without end), /stack (overflows its stack), /open, /socket,
 // /connect, /execve, /fork, /ptrace, /kill-host, /write-heap, /mprotect-exec,
-// /garbage-ring, /out-of-range, /answer-unasked, /answer-twice (a compromised worker writing its
-// ring), /sleep?ms=N, /grow?mb=N (keeps private memory), /fail (handler returns an error), /status/<n>.
+// /garbage-ring, /out-of-range, /answer-unasked, /answer-twice, /chunk-flood, /die-mid-reply
+// (a compromised worker writing its ring), /big?kb=N (a large reply), /sleep?ms=N, /grow?mb=N (keeps private memory), /fail (handler returns an error), /status/<n>.
 #include <fcntl.h>
 #include <linux/futex.h>
 #include <signal.h>
@@ -75,21 +75,43 @@ Ring FindOwnRing(const void* near) {
   return {};
 }
 
-// Publishes a frame of our own making in the response ring and rings the host's doorbell.
+constexpr size_t kResponseHeadOffset = 256;   // RingFileHeader.response.head
+
+void RingDoorbell() {
+  uint64_t one = 1;
+  sink = static_cast<int>(::write(kDoorbellFd, &one, sizeof one));
+}
+
+// Publishes a frame of our own making in the response ring (a pad frame first if it would
+// cross the ring's end), waiting up to 5 s for the host to make room, and rings the doorbell.
 void PublishFrame(const Ring& r, uint32_t kind, uint64_t call_id, const void* payload, uint32_t len) {
-  const uint64_t tail = r.Word(kResponseTailOffset).load();
+  const uint64_t cap = r.response_capacity;
+  const uint64_t need = 16 + ((uint64_t{len} + 15) & ~uint64_t{15});
+  uint64_t tail = r.Word(kResponseTailOffset).load();
+  const uint64_t to_end = cap - (tail & (cap - 1));
+  const uint64_t total = need > to_end ? to_end + need : need;
+  for (int i = 0; i < 50000 && cap - (tail - r.Word(kResponseHeadOffset).load()) < total; ++i) {
+    timespec ts{0, 100000};
+    ::nanosleep(&ts, nullptr);
+  }
   unsigned char* data = r.base + kRingDataOffset + r.request_capacity;
-  unsigned char* at = data + (tail & (r.response_capacity - 1));
+  if (need > to_end) {
+    const uint32_t pad_len = static_cast<uint32_t>(to_end - 16), pad_kind = 0;
+    std::memcpy(data + (tail & (cap - 1)), &pad_len, 4);
+    std::memcpy(data + (tail & (cap - 1)) + 4, &pad_kind, 4);
+    tail += to_end;
+  }
+  unsigned char* at = data + (tail & (cap - 1));
   std::memcpy(at, &len, 4);
   std::memcpy(at + 4, &kind, 4);
   std::memcpy(at + 8, &call_id, 8);
   if (len > 0) std::memcpy(at + 16, payload, len);
-  r.Word(kResponseTailOffset).store(tail + 16 + ((len + 15) & ~15u));
+  r.Word(kResponseTailOffset).store(tail + need);
+  RingDoorbell();
 }
 
 void RingDoorbellAndHang() {
-  uint64_t one = 1;
-  sink = static_cast<int>(::write(kDoorbellFd, &one, sizeof one));
+  RingDoorbell();
   for (;;) {
     timespec ts{1, 0};
     ::nanosleep(&ts, nullptr);  // the supervisor kills us
@@ -206,6 +228,24 @@ struct Misbehave {
       const int mb = std::atoi(std::string(call.QueryParam("mb").value_or("16")).c_str());
       kept.emplace_back(static_cast<size_t>(mb) << 20, 'x');
       reply.Write("grew");
+    } else if (path == "/big") {  // ?kb=N: a reply body of N KiB
+      const size_t kb = static_cast<size_t>(std::atoll(std::string(call.QueryParam("kb").value_or("1")).c_str()));
+      std::string body(kb << 10, '\0');
+      for (size_t i = 0; i < body.size(); ++i) body[i] = static_cast<char>('a' + i % 26);
+      reply.Write(body);
+    } else if (path == "/chunk-flood" || path == "/die-mid-reply") {
+      // A reply in chunk frames that never ends (the host must stop it at maxMessageKb), or
+      // whose sender dies after two of them.
+      Ring ring = FindOwnRing(heap.FindBytes("marker")->data());
+      if (ring.base == nullptr) throw std::runtime_error("misbehave: ring not found");
+      const uint64_t id = CurrentCallId(ring);
+      std::vector<unsigned char> piece(ring.response_capacity / 4, 0x5a);
+      constexpr uint32_t kChunk = 6;
+      for (int i = 0; i < 100000; ++i) {
+        if (path == "/die-mid-reply" && i == 2) _exit(1);
+        PublishFrame(ring, kChunk, id, piece.data(), static_cast<uint32_t>(piece.size()));
+      }
+      RingDoorbellAndHang();
     } else if (path == "/garbage-ring" || path == "/out-of-range" || path == "/answer-unasked" ||
                path == "/answer-twice") {
       Ring ring = FindOwnRing(heap.FindBytes("marker")->data());

@@ -136,7 +136,9 @@ INSTANTIATE_TEST_SUITE_P(
         // A compromised worker writing its own ring:
         Behaviour{"/garbage-ring", 502, "broke the ring protocol (bad_kind)"},
         Behaviour{"/out-of-range", 502, "broke the ring protocol (tail_out_of_range)"},
-        Behaviour{"/answer-unasked", 502, "which it was not given"}),
+        Behaviour{"/answer-unasked", 502, "which it was not given"},
+        Behaviour{"/chunk-flood", 502, "past the maximum of 1048576 of maxMessageKb"},
+        Behaviour{"/die-mid-reply", 502, "died during the call: exited with status 1"}),
     [](const auto& info) {
       std::string name = info.param.path + 1;
       for (char& c : name) {

@@ -81,7 +81,7 @@ TEST_P(BadKindTest, RequestRingRefusesKind) {
 
 INSTANTIATE_TEST_SUITE_P(UnknownOrWrongDirection, BadKindTest,
                          ::testing::Values(static_cast<uint32_t>(FrameKind::kReply),
-                                           static_cast<uint32_t>(FrameKind::kError), 6u, 31u, 32u,
+                                           static_cast<uint32_t>(FrameKind::kError), 7u, 31u, 32u,
                                            33u, 0xffffffffu));
 
 TEST_F(RingTest, ResponseRingRefusesRequestKinds) {
