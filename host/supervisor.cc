@@ -80,6 +80,7 @@ struct Supervisor::Worker {
   // Its call when too large for one frame, still being written in chunks (the worker rings
   // the doorbell as it consumes them).
   std::optional<microproc::ChunkedSend> outgoing;
+  bool cancel_unsent = false;  // the ring was full of its chunks: cancel once there is room
   // Its reply when the worker sends it in chunks; null until the first one.
   std::unique_ptr<microproc::MessageAssembler> replies;
   kj::Own<kj::PromiseFulfiller<CallResult>> fulfiller;
@@ -672,7 +673,15 @@ void Supervisor::Send(Worker& w, Pending p) {
 }
 
 void Supervisor::PumpOutgoing(Worker& w) {
-  if (!w.outgoing || !w.end_cause.empty()) return;
+  if (!w.end_cause.empty()) return;
+  if (w.cancel_unsent) {
+    bool wake = false;
+    if (w.requests.TryWrite(shm::FrameKind::kCancel, w.cancelled_call_id, {}, &wake)) {
+      w.cancel_unsent = false;
+      if (wake) shm::WakeFutexConsumer(&w.ring->header()->request);
+    }
+  }
+  if (!w.outgoing) return;
   bool wake = false;
   const bool done = w.outgoing->Pump(w.requests, &wake);
   if (wake) shm::WakeFutexConsumer(&w.ring->header()->request);
@@ -698,7 +707,9 @@ void Supervisor::CancelCall(Worker& w, uint32_t timeout_ms) {
   if (w.replies) w.replies->Reset();
   w.ring->header()->host.cancel_call_id.store(call_id, std::memory_order_release);
   bool wake = false;
-  if (w.requests.TryWrite(shm::FrameKind::kCancel, call_id, {}, &wake) && wake) {
+  if (!w.requests.TryWrite(shm::FrameKind::kCancel, call_id, {}, &wake)) {
+    w.cancel_unsent = true;  // sent when the worker makes room (its doorbell)
+  } else if (wake) {
     shm::WakeFutexConsumer(&w.ring->header()->request);
   }
   const uint32_t grace = m.config.cancel_grace_ms;
@@ -796,6 +807,7 @@ void Supervisor::DrainResponses(Worker& w) {
       w.responses.Pop();
       if (w.replies) w.replies->Reset();
       w.cancelled_call_id = 0;
+      w.cancel_unsent = false;
       w.grace = nullptr;
       w.state = Worker::State::kReady;
       if (w.retiring) {

@@ -1,6 +1,8 @@
 // Messages larger than a ring frame travel as chunks through the real host, in both
 // directions, up to maxMessageKb; past it, the client gets a clear error and nothing else is
 // affected. (Chunking at the exact maximum and one byte past it: tests/microproc.)
+#include <signal.h>
+
 #include <fstream>
 #include <regex>
 #include <string>
@@ -30,7 +32,7 @@ class LargeMessageTest : public ::testing::Test {
     // 16 KiB rings: a frame holds at most 8 KiB, so everything below is chunked.
     std::ofstream(dir_ + "/mphost.json")
         << "{\"modules\":[{\"name\":\"echo\",\"plugin\":\"" << ModuleDir()
-        << "/libecho.so\",\"workers\":1,\"maxBodyKb\":1024,\"maxMessageKb\":2048,\"ringKb\":16},"
+        << "/libecho.so\",\"workers\":1,\"callTimeoutMs\":1000,\"cancelGraceMs\":3000,\"maxBodyKb\":1024,\"maxMessageKb\":2048,\"ringKb\":16},"
         << "{\"name\":\"misbehave\",\"plugin\":\"" << ModuleDir()
         << "/libmisbehave.so\",\"workers\":1,\"maxBodyKb\":64,\"maxMessageKb\":64,\"ringKb\":16,"
         << "\"maxRestarts\":100}]}";
@@ -60,6 +62,28 @@ TEST_F(LargeMessageTest, MegabyteBodiesRoundTripInChunksBothWays) {
   }
   // The same worker served them all.
   EXPECT_EQ(WorkerPids(host_->Mpctl({"ps", "--json"}).out, "echo"), before);
+}
+
+TEST_F(LargeMessageTest, CallCancelledWhileArrivingFreesTheWorker) {
+  const std::vector<pid_t> before = WorkerPids(host_->Mpctl({"ps", "--json"}).out, "echo");
+  ASSERT_EQ(before.size(), 1u);
+  // A stopped worker takes the first chunks' worth of ring and no more; the deadline passes
+  // with the call half sent.
+  ASSERT_EQ(::kill(before[0], SIGSTOP), 0);
+  HttpResponse r = HttpRequest(host_->port(), "POST", "/m/echo/", Pattern(512 << 10, 3), 20000);
+  ::kill(before[0], SIGCONT);
+  EXPECT_EQ(r.status, 504) << r.body;
+  EXPECT_THAT(r.body, HasSubstr("missed its deadline of 1000 ms"));
+  // Resumed, the worker finds the cancel behind the chunks, drops the call and answers
+  // "cancelled"; the host frees it within the grace period instead of killing it.
+  HttpResponse ok;
+  for (int i = 0; i < 200 && ok.status != 200; ++i) {  // ≤ 2 s
+    ok = HttpRequest(host_->port(), "POST", "/m/echo/", "after", 2000);
+    if (ok.status != 200) std::this_thread::sleep_for(std::chrono::milliseconds(10));
+  }
+  EXPECT_EQ(ok.status, 200);
+  EXPECT_THAT(ok.body, EndsWith("after"));
+  EXPECT_EQ(WorkerPids(host_->Mpctl({"ps", "--json"}).out, "echo"), before) << host_->Log();
 }
 
 TEST_F(LargeMessageTest, CallPastMaxMessageIs413NamingTheLimit) {
