@@ -46,6 +46,7 @@
 
 #include "absl/strings/str_format.h"
 #include "schemas/call.capnp.h"
+#include "microproc/ring_message.h"
 #include "shm/doorbell.h"
 #include "shm/ring.h"
 #include "shm/segment.h"
@@ -264,25 +265,32 @@ struct WorkerEnd {
 // How the parent waits for a reply while the child's answer is on its way.
 enum class HostWait { kSpin, kEventfdRead, kEventfdPollDrain };
 
-// The messages, built once before the fork; every round trip serializes them into the ring.
+// The messages, built in place in the ring on every round trip (microproc::FrameMessageBuilder,
+// as host and worker do): GET / one way, 200 back.
 void BuildCall(capnp::MessageBuilder& m) {
-  auto call = m.initRoot<call::Call>();
+  auto call = m.initRoot<call::Call>();  // every field set, as the host sets them
   call.setMethod("GET");
   call.setPath("/");
+  call.setQuery("");
+  call.initHeaders(0);
+  call.setBody(kj::ArrayPtr<const kj::byte>());
 }
-void BuildReply(capnp::MessageBuilder& m) { m.initRoot<call::Reply>().setStatus(200); }
-size_t SerializedBytes(capnp::MessageBuilder& m) {
-  return capnp::computeSerializedSizeInWords(m) * sizeof(capnp::word);
+void BuildReply(capnp::MessageBuilder& m) {
+  auto reply = m.initRoot<call::Reply>();
+  reply.setStatus(200);
+  reply.initHeaders(0);
+  reply.setBody(kj::ArrayPtr<const kj::byte>());
 }
 
-// What a ring frame carries: a Cap'n Proto message serialized into it, or (`message` null)
-// kRawBytes memcpy'd in, to show what serializing and reading the message costs.
+// What a ring frame carries: a Cap'n Proto message built into it, or (`build` null) kRawBytes
+// memcpy'd in, to show what building and reading the message costs.
 constexpr size_t kRawBytes = 64;
 struct Payload {
-  capnp::MessageBuilder* message;
+  void (*build)(capnp::MessageBuilder&);
   size_t bytes;
 };
-Payload CapnpPayload(capnp::MessageBuilder& m) { return {&m, SerializedBytes(m)}; }
+Payload CallPayload() { return {&BuildCall, microproc::CallMessageBytes(3, 1, 0, {}, 0)}; }
+Payload ReplyPayload() { return {&BuildReply, microproc::ReplyMessageBytes({}, 0)}; }
 constexpr Payload kRawPayload = {nullptr, kRawBytes};
 
 kj::ArrayPtr<const capnp::word> Words(const shm::FrameView& f) {
@@ -300,14 +308,15 @@ std::byte* SpinReserve(shm::RingWriter& out, uint64_t bytes, const Options& o) {
   return p;
 }
 
-// Writes `payload` into Reserve()d space (capnp::writeMessage, as host and worker do) and
-// commits it. Returns Commit's answer: true if the consumer must be woken.
+// Builds `payload` in Reserve()d space (as host and worker do) and commits it. Returns
+// Commit's answer: true if the consumer must be woken.
 bool WriteFrame(shm::RingWriter& out, shm::FrameKind kind, uint64_t id, const Payload& payload,
                 const Options& o) {
   std::byte* p = SpinReserve(out, payload.bytes, o);
-  if (payload.message != nullptr) {
-    kj::ArrayOutputStream stream(kj::arrayPtr(reinterpret_cast<kj::byte*>(p), payload.bytes));
-    capnp::writeMessage(stream, *payload.message);
+  if (payload.build != nullptr) {
+    microproc::FrameMessageBuilder message(p, payload.bytes);
+    payload.build(message);
+    if (!message.InFrame() || message.FinishInFrame() != payload.bytes) Die("message size");
   } else {
     std::array<std::byte, kRawBytes> raw{};
     std::memcpy(raw.data(), &id, sizeof id);
@@ -320,7 +329,7 @@ bool WriteFrame(shm::RingWriter& out, shm::FrameKind kind, uint64_t id, const Pa
 // what the peer sent.
 void CheckFrame(const shm::FrameView& f, shm::FrameKind kind, uint64_t id, const Payload& sent) {
   if (f.kind != kind || f.call_id != id || f.payload.size() != sent.bytes) Die("unexpected frame");
-  if (sent.message == nullptr) {
+  if (sent.build == nullptr) {
     std::array<std::byte, kRawBytes> raw;
     std::memcpy(raw.data(), f.payload.data(), raw.size());
     if (std::memcmp(raw.data(), &id, sizeof id) != 0) Die("raw frame arrived garbled");
@@ -348,7 +357,7 @@ shm::FrameView NextFrame(shm::RingReader& in, bool futex, const Options& o) {
     if (futex) {
       shm::WaitForFrame(in, 0, 0);
     } else {
-      SpinPause(o);
+      while (!in.MaybeReady()) SpinPause(o);  // as shm::WaitForFrame spins
     }
   }
   if (st == shm::ReadStatus::kViolation) DieViolation(in);
@@ -702,16 +711,13 @@ int Main(int argc, char** argv) {
   }
   Setup setup = MakeSetup();
   PrefaultRings(setup);
-  capnp::MallocMessageBuilder call_message, reply_message;
-  BuildCall(call_message);
-  BuildReply(reply_message);
-  const Payload call = CapnpPayload(call_message), reply = CapnpPayload(reply_message);
+  const Payload call = CallPayload(), reply = ReplyPayload();
   const Latency clock = TimeRoundTrips(o, [](uint64_t) {});  // the clock reads alone
   absl::PrintF(
       "latency: %d timed round trips per line after %d warm-up, each timed with two "
       "clock_gettime(CLOCK_MONOTONIC) reads (p50 %d ns for the pair, included)\n"
-      "ring call: %d B Cap'n Proto Call (GET /) -> %d B Reply (200), built once, "
-      "capnp::writeMessage into Reserve()d space, read in place with FlatArrayMessageReader; "
+      "ring call: %d B Cap'n Proto Call (GET /) -> %d B Reply (200), each built in place in "
+      "Reserve()d space (FrameMessageBuilder), read in place with FlatArrayMessageReader; "
       "ring pages prefaulted in both processes (MADV_POPULATE_WRITE)\n"
       "asleep: child in shm::WaitForFrame(spin=0) on the futex; parent announces sleep, blocks "
       "on an eventfd doorbell\n"

@@ -33,7 +33,7 @@ void WakeFutexConsumer(RingControl* control) noexcept {
 
 bool WaitForFrame(RingReader& reader, uint32_t spin_iterations, int64_t timeout_ns) noexcept {
   for (uint32_t i = 0; i < spin_iterations; ++i) {
-    if (!reader.Empty()) return true;
+    if (reader.MaybeReady() && !reader.Empty()) return true;
     CpuRelax();
   }
   timespec deadline{};

@@ -4,6 +4,7 @@
 
 #include <atomic>
 #include <bit>
+#include <cstddef>
 #include <cstring>
 
 #include "absl/strings/str_cat.h"
@@ -23,6 +24,21 @@ bool ValidCapacity(uint64_t c) { return c >= 4096 && std::has_single_bit(c); }
 
 }  // namespace
 
+// ---- Publication words ----
+
+namespace {
+
+// The publication word of the frame at `offset` (8-aligned: offsets are multiples of 16).
+std::atomic_ref<uint64_t> Word(std::byte* data, uint64_t offset) noexcept {
+  return std::atomic_ref<uint64_t>(*reinterpret_cast<uint64_t*>(data + offset));
+}
+uint64_t LoadWord(const std::byte* data, uint64_t offset) noexcept {
+  // atomic_ref needs a non-const object; the load does not write.
+  return Word(const_cast<std::byte*>(data), offset).load(std::memory_order_acquire);
+}
+
+}  // namespace
+
 // ---- RingWriter ----
 
 RingWriter::RingWriter(RingControl* control, std::byte* data, uint64_t capacity) noexcept
@@ -39,39 +55,42 @@ uint64_t RingWriter::FrameBytes(uint64_t payload_bytes) noexcept {
 std::byte* RingWriter::Reserve(uint64_t payload_bytes) noexcept {
   if (payload_bytes > MaxFramePayload(capacity_) || peer_corrupt_) return nullptr;
   const uint64_t need = FrameBytes(payload_bytes);
-  uint64_t offset = tail_ & (capacity_ - 1);
+  const uint64_t offset = tail_ & (capacity_ - 1);
   const uint64_t to_end = capacity_ - offset;
-  const uint64_t worst = need > to_end ? to_end + need : need;
-  if (capacity_ - (tail_ - cached_head_) < worst) {
+  pad_ = need > to_end ? to_end : 0;  // pad to the end and start at offset 0
+  const uint64_t total = pad_ + need + kRingSlack;
+  if (capacity_ - (tail_ - cached_head_) < total) {
     const uint64_t head = control_->head.load(std::memory_order_acquire);  // read once
     if (head > tail_ || tail_ - head > capacity_ || head < cached_head_) {
       peer_corrupt_ = true;
       return nullptr;
     }
     cached_head_ = head;
+    if (capacity_ - (tail_ - cached_head_) < total) return nullptr;
   }
-  const uint64_t free_bytes = capacity_ - (tail_ - cached_head_);
-  if (need > to_end) {
-    // Pad to the end and start at offset 0; both must fit.
-    if (to_end + need > free_bytes) return nullptr;
-    FrameHeader pad{static_cast<uint32_t>(to_end - sizeof(FrameHeader)),
-                    static_cast<uint32_t>(FrameKind::kPad), 0};
-    std::memcpy(data_ + offset, &pad, sizeof pad);
-    tail_ += to_end;  // published together with the frame in Commit
-    offset = 0;
-  } else if (need > free_bytes) {
-    return nullptr;
-  }
-  reserved_at_ = offset;
-  return data_ + offset + sizeof(FrameHeader);
+  reserved_at_ = pad_ != 0 ? 0 : offset;
+  return data_ + reserved_at_ + sizeof(FrameHeader);
 }
 
 bool RingWriter::Commit(FrameKind kind, uint64_t call_id, uint64_t payload_bytes) noexcept {
-  FrameHeader h{static_cast<uint32_t>(payload_bytes), static_cast<uint32_t>(kind), call_id};
-  std::memcpy(data_ + reserved_at_, &h, sizeof h);
-  tail_ += FrameBytes(payload_bytes);
-  control_->tail.store(tail_, std::memory_order_release);
-  // Pairs with the consumer's fence in AnnounceSleep: either it sees our tail, or we see its
+  std::memcpy(data_ + reserved_at_ + offsetof(FrameHeader, call_id), &call_id, sizeof call_id);
+  const uint64_t next = tail_ + pad_ + FrameBytes(payload_bytes);
+  // The slot after this frame reads "nothing yet" before this frame reads published.
+  Word(data_, next & (capacity_ - 1)).store(0, std::memory_order_relaxed);
+  Word(data_, reserved_at_)
+      .store(PublicationWord(static_cast<uint32_t>(payload_bytes), static_cast<uint32_t>(kind)),
+             std::memory_order_release);
+  if (pad_ != 0) {
+    // Published after the frame it leads to: a consumer that skips it finds the frame there.
+    Word(data_, tail_ & (capacity_ - 1))
+        .store(PublicationWord(static_cast<uint32_t>(pad_ - sizeof(FrameHeader)),
+                               static_cast<uint32_t>(FrameKind::kPad)),
+               std::memory_order_release);
+  }
+  tail_ = next;
+  pad_ = 0;
+  control_->tail.store(tail_, std::memory_order_release);  // a hint (MaybeReady), never trusted
+  // Pairs with the consumer's fence in AnnounceSleep: either it sees our word, or we see its
   // flag (Dekker). Without the fence both could miss each other and the consumer sleeps on.
   std::atomic_thread_fence(std::memory_order_seq_cst);
   return control_->consumer_sleeping.load(std::memory_order_relaxed) != 0;
@@ -91,8 +110,7 @@ bool RingWriter::TryWrite(FrameKind kind, uint64_t call_id, std::span<const std:
 absl::string_view RingViolationName(RingViolation v) noexcept {
   switch (v) {
     case RingViolation::kNone: return "none";
-    case RingViolation::kTailOutOfRange: return "tail_out_of_range";
-    case RingViolation::kMisaligned: return "misaligned_tail";
+    case RingViolation::kMisaligned: return "misaligned_head";
     case RingViolation::kLengthPastRing: return "length_past_ring";
     case RingViolation::kFrameTooLarge: return "frame_too_large";
     case RingViolation::kBadKind: return "bad_kind";
@@ -107,7 +125,6 @@ RingReader::RingReader(RingControl* control, const std::byte* data, uint64_t cap
       data_(data),
       capacity_(capacity),
       head_(control->head.load(std::memory_order_relaxed)),
-      cached_tail_(head_),
       allowed_kinds_(allowed_kinds) {
   // The starting head comes from shared memory: a misaligned one would let Peek read a frame
   // header across the end of the data area. Refuse the ring instead.
@@ -115,7 +132,7 @@ RingReader::RingReader(RingControl* control, const std::byte* data, uint64_t cap
 }
 
 bool RingReader::Empty() const noexcept {
-  return control_->tail.load(std::memory_order_acquire) == head_;
+  return LoadWord(data_, head_ & (capacity_ - 1)) == 0;
 }
 
 ReadStatus RingReader::Fail(RingViolation v) noexcept {
@@ -126,36 +143,32 @@ ReadStatus RingReader::Fail(RingViolation v) noexcept {
 ReadStatus RingReader::Peek(FrameView* frame) noexcept {
   if (violation_ != RingViolation::kNone) return ReadStatus::kViolation;
   for (;;) {
-    if (cached_tail_ == head_) {
-      const uint64_t tail = control_->tail.load(std::memory_order_acquire);  // read once
-      if (tail == head_) return ReadStatus::kEmpty;
-      const uint64_t published = tail - head_;  // wraps huge if the tail moved backwards
-      if (published > capacity_) return Fail(RingViolation::kTailOutOfRange);
-      if (published % kFrameAlign != 0) return Fail(RingViolation::kMisaligned);
-      cached_tail_ = tail;
-    }
-    const uint64_t avail = cached_tail_ - head_;
     const uint64_t offset = head_ & (capacity_ - 1);
     const uint64_t to_end = capacity_ - offset;
-    FrameHeader h;
-    std::memcpy(&h, data_ + offset, sizeof h);  // one read of peer-written bytes
-    if (h.kind == static_cast<uint32_t>(FrameKind::kPad)) {
-      if (h.length != to_end - sizeof(FrameHeader) || avail < to_end) {
+    const uint64_t word = LoadWord(data_, offset);  // one read of the peer-written word
+    if (word == 0) return ReadStatus::kEmpty;
+    const auto length = static_cast<uint32_t>(word);
+    const auto kind = static_cast<uint32_t>(word >> 32);
+    if (kind == static_cast<uint32_t>(FrameKind::kPad)) {
+      // A pad reaches exactly the ring's end, and never starts at offset 0 (it would lead
+      // back to itself: this loop would never end).
+      if (length != to_end - sizeof(FrameHeader) || offset == 0) {
         return Fail(RingViolation::kBadPadding);
       }
       head_ += to_end;
       control_->head.store(head_, std::memory_order_release);
       continue;
     }
-    if (h.kind > kMaxFrameKind || (allowed_kinds_ & (1u << h.kind)) == 0) {
+    if (kind > kMaxFrameKind || (allowed_kinds_ & (1u << kind)) == 0) {
       return Fail(RingViolation::kBadKind);
     }
-    if (h.length > MaxFramePayload(capacity_)) return Fail(RingViolation::kFrameTooLarge);
-    const uint64_t bytes = RingWriter::FrameBytes(h.length);
-    if (bytes > avail || bytes > to_end) return Fail(RingViolation::kLengthPastRing);
-    frame->kind = static_cast<FrameKind>(h.kind);
-    frame->call_id = h.call_id;
-    frame->payload = {data_ + offset + sizeof(FrameHeader), h.length};
+    if (length > MaxFramePayload(capacity_)) return Fail(RingViolation::kFrameTooLarge);
+    const uint64_t bytes = RingWriter::FrameBytes(length);
+    if (bytes > to_end) return Fail(RingViolation::kLengthPastRing);
+    frame->kind = static_cast<FrameKind>(kind);
+    std::memcpy(&frame->call_id, data_ + offset + offsetof(FrameHeader, call_id),
+                sizeof frame->call_id);
+    frame->payload = {data_ + offset + sizeof(FrameHeader), length};
     pending_ = bytes;
     return ReadStatus::kFrame;
   }

@@ -2,7 +2,9 @@
 // holds one in each direction. Hot paths are noexcept and allocate nothing.
 //
 // Each endpoint keeps its own position and the capacity privately and never re-reads them from
-// shared memory; it reads the peer's index once per operation and validates it.
+// shared memory. The producer reads the consumer's head once per check and validates it; the
+// consumer reads each frame's publication word once and validates length and kind
+// (ring_layout.h, "Publication").
 #pragma once
 
 #include <cstddef>
@@ -17,7 +19,8 @@
 namespace mp::shm {
 
 // Largest payload a ring of `capacity` bytes carries in one frame. Half the ring (less the
-// header) guarantees a frame always fits once the ring drains, whatever the wrap position.
+// header) guarantees a frame always fits once the ring drains, whatever the wrap position
+// (a pad shorter than the frame, the frame, and the slack are at most the capacity).
 constexpr uint64_t MaxFramePayload(uint64_t capacity) {
   return capacity / 2 - sizeof(FrameHeader);
 }
@@ -29,11 +32,14 @@ class RingWriter {
   RingWriter(RingControl* control, std::byte* data, uint64_t capacity) noexcept;
 
   // Space for a frame with `payload_bytes` of payload; nullptr if the ring is full right now
-  // or the frame exceeds MaxFramePayload. Write the payload there, then Commit.
+  // or the frame exceeds MaxFramePayload. Write the payload there, then Commit. Nothing is
+  // visible to the consumer before Commit; a reservation not committed is simply dropped by
+  // the next Reserve.
   std::byte* Reserve(uint64_t payload_bytes) noexcept;
 
-  // Publishes the reserved frame. Returns true if the consumer announced it is asleep, in
-  // which case the caller must wake it (futex or eventfd, depending on the side).
+  // Publishes the reserved frame with `payload_bytes` (at most the reserved size) of payload.
+  // Returns true if the consumer announced it is asleep, in which case the caller must wake it
+  // (futex or eventfd, depending on the side).
   bool Commit(FrameKind kind, uint64_t call_id, uint64_t payload_bytes) noexcept;
 
   // Reserve + copy + Commit. Returns false if it does not fit now; sets `*wake` as Commit.
@@ -57,7 +63,8 @@ class RingWriter {
   // shared head is re-read only when this copy leaves too little room: the head's cache line
   // then moves between cores once per ring's worth of frames, not once per frame.
   uint64_t cached_head_ = 0;
-  uint64_t reserved_at_ = 0;
+  uint64_t reserved_at_ = 0;  // offset of the reserved frame
+  uint64_t pad_ = 0;          // bytes of pad before it (it wraps to offset 0), or 0
   bool peer_corrupt_ = false;
 };
 
@@ -74,9 +81,8 @@ enum class ReadStatus { kEmpty, kFrame, kViolation };
 // Why a frame was refused. Stable names: they appear in logs, errors and metrics.
 enum class RingViolation {
   kNone,
-  kTailOutOfRange,   // tail behind head, or more than the capacity ahead
-  kMisaligned,       // tail not on a frame boundary
-  kLengthPastRing,   // frame longer than what was published or than the ring's end
+  kMisaligned,       // a starting head not on a frame boundary
+  kLengthPastRing,   // frame running past the ring's end
   kFrameTooLarge,    // longer than the configured maximum
   kBadKind,          // unknown kind, or a kind this direction never carries
   kBadPadding,       // a pad frame that does not end exactly at the ring's end
@@ -98,8 +104,16 @@ class RingReader {
   // Consumes the frame Peek returned.
   void Pop() noexcept;
 
-  // True if nothing is published beyond what we consumed.
+  // True if no frame is published at our position.
   bool Empty() const noexcept;
+
+  // A hint for spin loops: false while the producer's shared tail says nothing was added. It
+  // reads the tail's cache line, which the producer writes once per frame, instead of the
+  // frame slot it may be building a message in (polling that line would pull it away from
+  // the producer at every store). Never trusted: only Peek and Empty decide.
+  bool MaybeReady() const noexcept {
+    return control_->tail.load(std::memory_order_relaxed) != head_;
+  }
 
   // The sleep protocol. Consumer: announce → re-check Empty() → wait → ClearSleeping.
   // Producer: publish tail → seq_cst fence → check the flag (Commit does this).
@@ -117,8 +131,6 @@ class RingReader {
   const std::byte* data_ = nullptr;
   uint64_t capacity_ = 0;
   uint64_t head_ = 0;  // private copy
-  // The producer's tail as last read (validated then); re-read only once consumed up to it.
-  uint64_t cached_tail_ = 0;
   uint64_t pending_ = 0;  // bytes Pop() will consume
   uint32_t allowed_kinds_ = 0;
   RingViolation violation_ = RingViolation::kNone;

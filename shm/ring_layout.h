@@ -17,8 +17,8 @@ inline constexpr uint64_t kFrameAlign = 16;
 inline constexpr uint64_t kMaxMessageBytesLimit = uint64_t{64} << 20;  // maxMessageKb's ceiling  // keeps payloads 8-aligned for Cap'n Proto readers
 
 // Frame kinds. A frame is [u32 length][u32 kind][u64 call id][payload, padded to 16 bytes].
+// Kind 0 never appears in a published frame: it marks the slot where the next frame will go.
 enum class FrameKind : uint32_t {
-  kPad = 0,     // filler to the end of the ring; never delivered
   kCall = 1,    // host → worker: mp.call.Call
   kReply = 2,   // worker → host: mp.call.Reply
   kError = 3,   // worker → host: mp.call.Error
@@ -27,22 +27,35 @@ enum class FrameKind : uint32_t {
   // Either way: a piece of a message too large for one frame. The pieces of one call's
   // message follow each other; the message's own kind (kCall, kReply, kError) ends it.
   kChunk = 6,
+  kPad = 7,     // filler to the end of the ring; never delivered
 };
-inline constexpr uint32_t kMaxFrameKind = 6;
+inline constexpr uint32_t kMaxFrameKind = 7;
 
+// Publication. The first 8 bytes of a frame header (length | kind << 32) are its publication
+// word: the producer writes the payload and the call id, zeroes the word of the slot after
+// the frame (always free: a ring never fills its last 16 bytes), and then stores the word with
+// release order. The consumer polls the word at its own position: 0 means nothing yet, so it
+// reads the frame's own cache line rather than a shared tail, and only that line moves
+// between the cores per frame.
 struct FrameHeader {
   uint32_t length;  // payload bytes, excluding this header and padding
-  uint32_t kind;    // a FrameKind
+  uint32_t kind;    // a FrameKind; 0 while unpublished
   uint64_t call_id;
 };
 static_assert(sizeof(FrameHeader) == 16);
 static_assert(std::is_trivially_copyable_v<FrameHeader>);
+inline constexpr uint64_t PublicationWord(uint32_t length, uint32_t kind) {
+  return uint64_t{length} | uint64_t{kind} << 32;
+}
+inline constexpr uint64_t kRingSlack = 16;  // never filled: room to clear the next slot
 
 // Control words of one single-producer single-consumer ring. `head` and `tail` are byte
 // positions that only grow (offset = position & (capacity - 1)); each is written by one side.
+// The producer reads `head` for free space; the consumer never needs `tail` (frames carry
+// their own publication word): it is kept for inspection only.
 struct RingControl {
   alignas(64) std::atomic<uint64_t> head;  // written by the consumer
-  alignas(64) std::atomic<uint64_t> tail;  // written by the producer
+  alignas(64) std::atomic<uint64_t> tail;  // written by the producer; informational
   // Written by the consumer: 1 while it sleeps (or is about to), so the producer must wake it.
   alignas(64) std::atomic<uint32_t> consumer_sleeping;
   // Futex word the consumer sleeps on; the producer bumps it before a futex wake.

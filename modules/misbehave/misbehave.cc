@@ -8,7 +8,7 @@
 // Call-time misbehaviour, by path: /ok, /segv, /abort, /exit (exits cleanly mid-call),
 // /spin, /spin-cooperative (until the host cancels), /alloc (allocates without end), /stack (overflows its stack), /open, /socket,
 // /connect, /execve, /fork, /ptrace, /kill-host, /write-heap, /mprotect-exec,
-// /garbage-ring, /out-of-range, /answer-unasked, /answer-twice, /chunk-flood, /die-mid-reply
+// /garbage-ring, /frame-too-large, /answer-unasked, /answer-twice, /chunk-flood, /die-mid-reply
 // (a compromised worker writing its ring), /big?kb=N (a large reply), /sleep?ms=N, /grow?mb=N (keeps private memory), /fail (handler returns an error), /status/<n>.
 #include <fcntl.h>
 #include <linux/futex.h>
@@ -82,32 +82,40 @@ void RingDoorbell() {
   sink = static_cast<int>(::write(kDoorbellFd, &one, sizeof one));
 }
 
-// Publishes a frame of our own making in the response ring (a pad frame first if it would
-// cross the ring's end), waiting up to 5 s for the host to make room, and rings the doorbell.
-void PublishFrame(const Ring& r, uint32_t kind, uint64_t call_id, const void* payload, uint32_t len) {
+std::atomic<uint64_t>& DataWord(unsigned char* at) {
+  return *reinterpret_cast<std::atomic<uint64_t>*>(at);
+}
+
+// Publishes a frame of our own making in the response ring, as the ring protocol does it (a
+// pad frame first if it would cross the ring's end; payload and call id, then the next slot
+// cleared, then the publication word), waiting up to 5 s for the host to make room, and
+// rings the doorbell. `length` is what the header claims, `len` what is copied.
+void PublishFrame(const Ring& r, uint32_t kind, uint64_t call_id, const void* payload, uint32_t len,
+                  uint32_t length) {
   const uint64_t cap = r.response_capacity;
   const uint64_t need = 16 + ((uint64_t{len} + 15) & ~uint64_t{15});
   uint64_t tail = r.Word(kResponseTailOffset).load();
   const uint64_t to_end = cap - (tail & (cap - 1));
-  const uint64_t total = need > to_end ? to_end + need : need;
+  const uint64_t total = (need > to_end ? to_end + need : need) + 16;
   for (int i = 0; i < 50000 && cap - (tail - r.Word(kResponseHeadOffset).load()) < total; ++i) {
     timespec ts{0, 100000};
     ::nanosleep(&ts, nullptr);
   }
   unsigned char* data = r.base + kRingDataOffset + r.request_capacity;
-  if (need > to_end) {
-    const uint32_t pad_len = static_cast<uint32_t>(to_end - 16), pad_kind = 0;
-    std::memcpy(data + (tail & (cap - 1)), &pad_len, 4);
-    std::memcpy(data + (tail & (cap - 1)) + 4, &pad_kind, 4);
-    tail += to_end;
-  }
+  const uint64_t pad_at = tail & (cap - 1);
+  const bool pad = need > to_end;
+  if (pad) tail += to_end;
   unsigned char* at = data + (tail & (cap - 1));
-  std::memcpy(at, &len, 4);
-  std::memcpy(at + 4, &kind, 4);
   std::memcpy(at + 8, &call_id, 8);
   if (len > 0) std::memcpy(at + 16, payload, len);
+  DataWord(data + ((tail + need) & (cap - 1))).store(0);
+  DataWord(at).store(uint64_t{length} | uint64_t{kind} << 32);
+  if (pad) DataWord(data + pad_at).store((to_end - 16) | uint64_t{7} << 32);  // kPad
   r.Word(kResponseTailOffset).store(tail + need);
   RingDoorbell();
+}
+void PublishFrame(const Ring& r, uint32_t kind, uint64_t call_id, const void* payload, uint32_t len) {
+  PublishFrame(r, kind, call_id, payload, len, len);
 }
 
 void RingDoorbellAndHang() {
@@ -246,7 +254,7 @@ struct Misbehave {
         PublishFrame(ring, kChunk, id, piece.data(), static_cast<uint32_t>(piece.size()));
       }
       RingDoorbellAndHang();
-    } else if (path == "/garbage-ring" || path == "/out-of-range" || path == "/answer-unasked" ||
+    } else if (path == "/garbage-ring" || path == "/frame-too-large" || path == "/answer-unasked" ||
                path == "/answer-twice") {
       Ring ring = FindOwnRing(heap.FindBytes("marker")->data());
       if (ring.base == nullptr) throw std::runtime_error("misbehave: ring not found");
@@ -254,8 +262,9 @@ struct Misbehave {
         unsigned char* data = ring.base + kRingDataOffset + ring.request_capacity;
         for (uint64_t i = 0; i < 4096; ++i) data[i] = static_cast<unsigned char>(i * 7 + 3);
         ring.Word(kResponseTailOffset).store(ring.Word(kResponseTailOffset).load() + 48);
-      } else if (path == "/out-of-range") {
-        ring.Word(kResponseTailOffset).store(ring.Word(kResponseTailOffset).load() + (uint64_t{1} << 40));
+      } else if (path == "/frame-too-large") {  // claims more than half the ring
+        PublishFrame(ring, 2, CurrentCallId(ring), kReply200, sizeof kReply200,
+                     static_cast<uint32_t>(ring.response_capacity));
       } else if (path == "/answer-unasked") {
         PublishFrame(ring, 2, 0xdeadbeef, kReply200, sizeof kReply200);
       } else {  // answer twice: the first answer is served, the second breaks the protocol

@@ -135,7 +135,7 @@ INSTANTIATE_TEST_SUITE_P(
         Behaviour{"/mprotect-exec", 502, "module 'misbehave' called forbidden syscall mprotect"},
         // A compromised worker writing its own ring:
         Behaviour{"/garbage-ring", 502, "broke the ring protocol (bad_kind)"},
-        Behaviour{"/out-of-range", 502, "broke the ring protocol (tail_out_of_range)"},
+        Behaviour{"/frame-too-large", 502, "broke the ring protocol (frame_too_large)"},
         Behaviour{"/answer-unasked", 502, "which it was not given"},
         Behaviour{"/chunk-flood", 502, "past the maximum of 1048576 of maxMessageKb"},
         Behaviour{"/die-mid-reply", 502, "died during the call: exited with status 1"}),

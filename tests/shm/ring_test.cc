@@ -105,17 +105,19 @@ TEST_F(RingTest, FullRingRefusesThenDrains) {
          host_out_.TryWrite(FrameKind::kCall, written, Pattern(kPayload, written), &wake)) {
     ++written;
   }
-  EXPECT_EQ(written, kCap / 128);
-  EXPECT_EQ(host_out_.Reserve(0), nullptr);
+  // The last 16 bytes (kRingSlack) stay free: the last 128-byte slot holds no frame.
+  EXPECT_EQ(written, kCap / 128 - 1);
+  EXPECT_NE(host_out_.Reserve(kPayload - 16), nullptr);  // 112 + 16 bytes fit in 128
+  EXPECT_EQ(host_out_.Reserve(kPayload), nullptr);
   EXPECT_FALSE(host_out_.PeerCorrupt());
 
   FrameView f;
   ASSERT_EQ(worker_in_.Peek(&f), ReadStatus::kFrame);
   EXPECT_EQ(f.call_id, 0u);
   worker_in_.Pop();
-  EXPECT_EQ(host_out_.Reserve(kPayload + 1), nullptr);  // 144 bytes do not fit in 128
   ASSERT_TRUE(host_out_.TryWrite(FrameKind::kCall, written, Pattern(kPayload, written), &wake));
   ++written;
+  EXPECT_EQ(host_out_.Reserve(kPayload), nullptr);  // full again
   for (uint64_t id = 1; id < written; ++id) {
     ASSERT_EQ(worker_in_.Peek(&f), ReadStatus::kFrame) << id;
     EXPECT_EQ(f.call_id, id);
