@@ -80,6 +80,24 @@ TEST_F(BadStartTest, BadHeapModeIsNamed) {
   EXPECT_THAT(r.err, HasSubstr("modules[echo].heapMode: 'rw' must be readonly or cow"));
 }
 
+TEST_F(BadStartTest, BadMessageAndRingSizesAreNamed) {
+  struct Case {
+    const char* extra;
+    const char* error;
+  } cases[] = {
+      {",\"maxMessageKb\":70000", "modules[echo].maxMessageKb: must be at most 65536"},
+      {",\"maxBodyKb\":512,\"maxMessageKb\":256",
+       "modules[echo].maxMessageKb: 256 is less than maxBodyKb (512)"},
+      {",\"ringKb\":100", "modules[echo].ringKb: 100 must be a power of two between 16 and 65536"},
+      {",\"ringKb\":8", "modules[echo].ringKb: 8 must be a power of two"},
+  };
+  for (const Case& c : cases) {
+    CommandResult r = Start(Write(ModuleJson("echo", ModuleDir() + "/libecho.so", c.extra)));
+    ExpectOneLine(r);
+    EXPECT_THAT(r.err, HasSubstr(c.error)) << c.extra;
+  }
+}
+
 TEST_F(BadStartTest, UnknownControlGroupIsNamed) {
   std::string path = Write("{\"controlGroup\":\"no-such-group-x\",\"modules\":[{\"name\":\"echo\",\"plugin\":\"" +
                            ModuleDir() + "/libecho.so\"}]}");
