@@ -68,7 +68,8 @@ std::string Frame(FrameKind kind, uint64_t call_id, const std::string& payload) 
   return out;
 }
 
-// Ring mode input: the published tail is head + delta, then `more` deltas one by one.
+// Ring mode input: the shared tail (which the reader ignores) is head + delta, then `more`
+// deltas one by one.
 std::string RingInput(uint64_t head, uint16_t delta, const std::vector<uint16_t>& more,
                       const std::string& ring_bytes) {
   std::string out(1, '\x80');
@@ -112,9 +113,14 @@ int main(int argc, char** argv) {
               RingInput(0, static_cast<uint16_t>(reply.size() + error.size()), {}, reply + error));
   ok &= Write(dir, "ring_pad_then_reply",
               RingInput(wrap_head, static_cast<uint16_t>(padded.size()), {}, padded));
-  ok &= Write(dir, "ring_published_in_two_steps",
-              RingInput(1 << 20, static_cast<uint16_t>(reply.size()),
-                        {static_cast<uint16_t>(error.size())}, reply + error));
+  // The same reply split in two chunk frames and a last reply frame.
+  const std::string whole = Reply();
+  const size_t third = (whole.size() / 3) & ~size_t{7};
+  const std::string chunked = Frame(FrameKind::kChunk, 7, whole.substr(0, third)) +
+                              Frame(FrameKind::kChunk, 7, whole.substr(third, third)) +
+                              Frame(FrameKind::kReply, 7, whole.substr(2 * third));
+  ok &= Write(dir, "ring_chunks_then_reply",
+              RingInput(1 << 20, static_cast<uint16_t>(chunked.size()), {}, chunked));
   if (!ok) {
     std::fprintf(stderr, "%s: cannot write into %s\n", argv[0], dir.c_str());
     return 1;

@@ -1,6 +1,7 @@
 // libFuzzer target for the two places where worker-written bytes reach the host: the response
 // ring (shm::RingReader over a ring whose control words and data a hostile worker wrote) and
-// the decoder of what it delivers (host::DecodeResponse). Built only with -DMP_FUZZ=ON (clang);
+// the decoder of what it delivers (microproc::MessageAssembler for chunked replies, then
+// host::DecodeResponse). Built only with -DMP_FUZZ=ON (clang);
 // see docs/fuzzing.md.
 //
 // Input format. Byte 0 selects the mode:
@@ -9,11 +10,11 @@
 //   bit 7 set    ring mode, bytes after byte 0:
 //                  [u64 head][u16 delta][u8 moves][moves & 3 × u16 more][ring bytes...]
 //                head is the response ring's consumer position, rounded down to a multiple
-//                of kFrameAlign (see below); the published tail is
-//                head + delta (head - delta if byte0 bit 6 is set: a tail moved backwards).
-//                Each time the reader finds the ring empty, the next `more` delta is added to
-//                the tail (a producer publishing again). The ring bytes are written at the
-//                head's offset in the data area, wrapping at the end, at most one capacity.
+//                of kFrameAlign (see below); the shared tail is set to head + delta (head -
+//                delta if byte0 bit 6 is set) and moved by each `more` when the reader finds
+//                the ring empty: the reader must ignore it (frames carry their own
+//                publication words). The ring bytes are written at the head's offset in the
+//                data area, wrapping at the end, at most one capacity.
 // Every frame the reader returns is checked to lie inside the data area, then copied and
 // decoded. Broken invariants abort (a libFuzzer crash); so do ASan and UBSan reports.
 #include <cstddef>
@@ -24,6 +25,7 @@
 #include <string>
 
 #include "host/response_decoder.h"
+#include "microproc/ring_message.h"
 #include "shm/ring.h"
 #include "shm/ring_layout.h"
 
@@ -34,6 +36,7 @@ using mp::shm::FrameKind;
 
 constexpr uint64_t kCapacity = 4096;  // request and response rings alike
 constexpr int kMaxSteps = 1024;       // Peek/Pop rounds per input: a frame takes ≥ 16 bytes
+constexpr uint64_t kMaxMessage = 16384;  // the assembler's limit: four rings' worth
 
 [[noreturn]] void Broken(const char* what) {
   std::fprintf(stderr, "response_fuzzer: invariant broken: %s\n", what);
@@ -102,8 +105,10 @@ class FuzzRing {
     control.consumer_sleeping.store(0);
 
     mp::shm::RingReader reader = ring_->ResponseReader();
+    mp::microproc::MessageAssembler chunks(kMaxMessage);
     int next_move = 0;
     for (int step = 0; step < kMaxSteps; ++step) {
+      const uint64_t before = control.head.load();
       mp::shm::FrameView frame{};
       const mp::shm::ReadStatus status = reader.Peek(&frame);
       if (status == mp::shm::ReadStatus::kViolation) {
@@ -118,12 +123,29 @@ class FuzzRing {
         continue;
       }
       CheckFrame(frame);
-      // The host copies the payload out of shared memory before decoding it.
-      std::string copy(reinterpret_cast<const char*>(frame.payload.data()), frame.payload.size());
-      CheckDecoded(frame.kind, copy);
+      // As the host: chunks are copied into the assembler; a last frame completes the message,
+      // or is copied out of shared memory on its own, before it is decoded.
+      if (frame.kind == FrameKind::kChunk) {
+        if (chunks.AddChunk(frame.call_id, frame.payload).ok() && chunks.bytes() > kMaxMessage) {
+          Broken("assembled past the maximum");
+        }
+      } else if (chunks.active()) {
+        auto whole = chunks.Complete(frame.call_id, frame.payload);
+        if (whole.ok()) {
+          if (whole->size() * 8 > kMaxMessage) Broken("completed past the maximum");
+          CheckDecoded(frame.kind, std::string(reinterpret_cast<const char*>(whole->begin()),
+                                               whole->size() * 8));
+        }
+        chunks.Reset();
+      } else {
+        std::string copy(reinterpret_cast<const char*>(frame.payload.data()), frame.payload.size());
+        CheckDecoded(frame.kind, copy);
+      }
       reader.Pop();
-      const uint64_t consumed = control.head.load();
-      if (consumed - head > tail - head) Broken("head moved past the published tail");
+      // One frame, after at most one pad that reached the ring's end.
+      const uint64_t advance = control.head.load() - before;
+      const uint64_t bytes = mp::shm::RingWriter::FrameBytes(frame.payload.size());
+      if (advance < bytes || advance > kCapacity) Broken("head moved by more than the frame");
     }
   }
 
@@ -137,7 +159,8 @@ class FuzzRing {
   }
 
   void CheckFrame(const mp::shm::FrameView& frame) const {
-    if (frame.kind != FrameKind::kReply && frame.kind != FrameKind::kError) {
+    if (frame.kind != FrameKind::kReply && frame.kind != FrameKind::kError &&
+        frame.kind != FrameKind::kChunk) {
       Broken("delivered a kind the response ring never carries");
     }
     const std::byte* begin = frame.payload.data();
