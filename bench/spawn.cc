@@ -106,30 +106,22 @@ void Stop(Live& l) {
   host::ReapWithin(l.pidfd.get(), 2000);
 }
 
-Stats ZygoteSpawn(Generation& gen, int samples) {
-  std::vector<double> us;
-  for (int i = 0; i < samples; ++i) {
-    double t;
-    Live l = SpawnReady(gen, 1000 + i, &t);
-    us.push_back(t);
-    Stop(l);
-  }
-  return Percentiles(us);
+double ZygoteSpawnOnce(Generation& gen, uint64_t id) {
+  double t;
+  Live l = SpawnReady(gen, id, &t);
+  Stop(l);
+  return t;
 }
 
-Stats PosixSpawnTrue(int samples) {
-  std::vector<double> us;
+double PosixSpawnTrueOnce() {
   char arg0[] = "/bin/true";
   char* argv[] = {arg0, nullptr};
-  for (int i = 0; i < samples; ++i) {
-    const auto start = Clock::now();
-    pid_t pid;
-    if (posix_spawn(&pid, "/bin/true", nullptr, nullptr, argv, environ) != 0) std::exit(1);
-    int status;
-    ::waitpid(pid, &status, 0);
-    us.push_back(Us(Clock::now() - start));
-  }
-  return Percentiles(us);
+  const auto start = Clock::now();
+  pid_t pid;
+  if (posix_spawn(&pid, "/bin/true", nullptr, nullptr, argv, environ) != 0) std::exit(1);
+  int status;
+  ::waitpid(pid, &status, 0);
+  return Us(Clock::now() - start);
 }
 
 // Without a zygote: exec the helper, which maps and verifies the heap and loads the plugin,
@@ -174,7 +166,6 @@ int Main(int argc, char** argv) {
                  std::string(big_heap.status().message()).c_str());
     return 1;
   }
-  const Stats posix = PosixSpawnTrue(samples);
   const Stats exec_small = ExecWithoutZygote(small_cfg, *small_heap, std::max(5, samples / 10));
   const Stats exec_big = ExecWithoutZygote(big_cfg, *big_heap, 5);
   auto dup_heap = [](const host::BuiltHeap& h) {
@@ -183,8 +174,17 @@ int Main(int argc, char** argv) {
   auto small_gen = Generation::Start(small_cfg, dup_heap(*small_heap), helpers, 60000);
   auto big_gen = Generation::Start(big_cfg, dup_heap(*big_heap), helpers, 60000);
   if (!small_gen.ok() || !big_gen.ok()) return 1;
-  const Stats zy_small = ZygoteSpawn(**small_gen, samples);
-  const Stats zy_big = ZygoteSpawn(**big_gen, samples);
+  // Interleaved, one of each per round, so that the machine's drift during the run (this is a
+  // VM) weighs on the three lines alike and their ratios compare like with like.
+  std::vector<double> posix_us, small_us, big_us;
+  for (int i = 0; i < samples; ++i) {
+    posix_us.push_back(PosixSpawnTrueOnce());
+    small_us.push_back(ZygoteSpawnOnce(**small_gen, 1000 + 2 * i));
+    big_us.push_back(ZygoteSpawnOnce(**big_gen, 1001 + 2 * i));
+  }
+  const Stats posix = Percentiles(posix_us);
+  const Stats zy_small = Percentiles(small_us);
+  const Stats zy_big = Percentiles(big_us);
 
   std::printf("\n%-52s %10s %10s %8s\n", "spawn until ready to serve", "p50 us", "p99 us", "p50 ratio");
   auto row = [&](const char* name, Stats s) {
