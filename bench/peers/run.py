@@ -243,6 +243,18 @@ def get(port, target, method='GET', timeout=10.0):
         conn.close()
 
 
+def mem_available():
+    with open('/proc/meminfo') as f:
+        for line in f:
+            if line.startswith('MemAvailable:'):
+                return int(line.split()[1]) * 1024
+    return 0
+
+
+# A memory run stops early (and says so) rather than drive the machine out of memory.
+MIN_AVAILABLE = 2 << 30
+
+
 def memory(pids):
     """Totals over `pids` from smaps_rollup, in bytes: pss, uss, rss; and how many."""
     total = {'pss': 0, 'uss': 0, 'rss': 0, 'processes': 0}
@@ -558,6 +570,9 @@ class Run:
                                  'errors': r['errors']})
                 last = seg == cfg['segments'] - 1
                 sample(phase, calls, 1.5 if last else 0.3)
+                if mem_available() < MIN_AVAILABLE:
+                    raise Failure('%s: less than %d MiB of RAM available after %d calls' %
+                                  (sysm.name, MIN_AVAILABLE >> 20, calls))
         self.results['systems'][sysm.name]['memory'][str(sysm.workers)] = {
             'samples': samples, 'wrk': wrk_runs}
         first, mid, end = samples[0], samples[cfg['segments']], samples[-1]
