@@ -883,7 +883,8 @@ def plots(res, out_dir, plot_dir):
              "set arrow 1 from %g, graph 0 to %g, graph 1 nohead dashtype 2" % (
                  cfg['calls'] / 1000, cfg['calls'] / 1000),
              "set xlabel 'calls (thousands)'", "set ylabel 'PSS (MiB)'", "set grid",
-             "set key top left", "set yrange [0:*]"]
+             "set key right center", "set yrange [0:*]",
+             "set xrange [0:%g]" % (2.1 * cfg['calls'] / 1000)]
     for w in cfg['memory_workers']:
         parts = []
         for s in systems:
@@ -950,9 +951,23 @@ def main():
     ap.add_argument('--memory-workers', help='worker counts for memory, e.g. 2,8,64')
     ap.add_argument('--systems', default=','.join(SYSTEMS))
     ap.add_argument('--no-install', action='store_true', help='do not apt-get missing peers')
+    ap.add_argument('--replot', metavar='RESULTS_JSON',
+                    help='measure nothing: write results.md (to --out) and the plots (to '
+                         '--plots) from the figures of an earlier run')
     ap.add_argument('--no-lock', action='store_true',
                     help=f'full run: do not wait for {BUILD_LOCK} nor hold {RUN_LOCK}')
     args = ap.parse_args()
+    if args.replot:
+        with open(args.replot) as f:
+            res = json.load(f)
+        out = os.path.abspath(args.out or tempfile.mkdtemp(prefix='mphost-peers-replot-'))
+        os.makedirs(out, exist_ok=True)
+        with open(os.path.join(out, 'results.md'), 'w') as f:
+            f.write(report(res))
+        made = plots(res, out, os.path.abspath(args.plots or out))
+        log('from %s: %s' % (args.replot, ', '.join([os.path.join(out, 'results.md')] + made)))
+        sys.stdout.write(open(os.path.join(out, 'results.md')).read())
+        return 0
     cfg = dict(QUICK if args.quick else FULL)
     for key in ('synthetic_mb', 'duration', 'reps', 'calls'):
         if getattr(args, key) is not None:
