@@ -145,13 +145,14 @@ void ServeCalls(shm::RingFile& ring, int doorbell_fd, const mp_module& module, c
   reply.cancel_call_id = &ring.header()->host.cancel_call_id;
   std::vector<mp_header> headers;
   std::vector<HeaderSizes> header_sizes;
+  shm::SpinBudget spin(options.spin_iterations);
 
   block.state.store(static_cast<uint32_t>(shm::WorkerState::kReady), std::memory_order_release);
   for (;;) {
     shm::FrameView frame;
     shm::ReadStatus st = in.Peek(&frame);
     if (st == shm::ReadStatus::kEmpty) {
-      shm::WaitForFrame(in, options.spin_iterations, 0);
+      shm::WaitForFrame(in, spin, 0);
       continue;
     }
     if (st == shm::ReadStatus::kViolation) _exit(3);  // the host never does this

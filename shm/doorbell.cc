@@ -6,6 +6,8 @@
 #include <time.h>
 #include <unistd.h>
 
+#include <algorithm>
+
 #include "shm/sys.h"
 
 namespace mp::shm {
@@ -31,11 +33,29 @@ void WakeFutexConsumer(RingControl* control) noexcept {
   Futex(&control->wake_seq, FUTEX_WAKE, 1, nullptr);
 }
 
+void SpinBudget::Caught() noexcept {
+  budget_ = std::min(max_, budget_ + std::max<uint32_t>(1, max_ / 8));
+}
+
+void SpinBudget::Missed() noexcept { budget_ = std::max(max_ / 32, budget_ - budget_ / 4); }
+
+bool WaitForFrame(RingReader& reader, SpinBudget& spin, int64_t timeout_ns) noexcept {
+  if (spin.budget() > 0) {
+    if (WaitForFrame(reader, spin.budget(), -1)) {
+      spin.Caught();
+      return true;
+    }
+    spin.Missed();
+  }
+  return WaitForFrame(reader, 0, timeout_ns);
+}
+
 bool WaitForFrame(RingReader& reader, uint32_t spin_iterations, int64_t timeout_ns) noexcept {
   for (uint32_t i = 0; i < spin_iterations; ++i) {
     if (reader.MaybeReady() && !reader.Empty()) return true;
     CpuRelax();
   }
+  if (timeout_ns < 0) return !reader.Empty();  // spin only
   timespec deadline{};
   if (timeout_ns > 0) {
     clock_gettime(CLOCK_MONOTONIC, &deadline);

@@ -197,6 +197,39 @@ TEST_F(RingTest, WaitForFrameReturnsWithDataOrTimesOut) {
   EXPECT_EQ(request().consumer_sleeping.load(), 0u);
 }
 
+TEST(SpinBudgetTest, ShrinksOnEachMissAndGrowsBackOnCatches) {
+  SpinBudget spin(2000);
+  EXPECT_EQ(spin.budget(), 2000u);
+  spin.Caught();
+  EXPECT_EQ(spin.budget(), 2000u);  // never above the maximum
+  spin.Missed();
+  EXPECT_EQ(spin.budget(), 1500u);  // - a quarter
+  for (int i = 0; i < 30; ++i) spin.Missed();
+  EXPECT_EQ(spin.budget(), 62u);  // the floor: max / 32
+  spin.Caught();
+  EXPECT_EQ(spin.budget(), 62u + 250u);  // + max / 8
+  for (int i = 0; i < 100; ++i) spin.Caught();
+  EXPECT_EQ(spin.budget(), 2000u);
+
+  SpinBudget never(0);
+  never.Caught();
+  never.Missed();
+  EXPECT_EQ(never.budget(), 0u);
+}
+
+TEST_F(RingTest, AdaptiveWaitSpinsThenSleepsAndAdapts) {
+  SpinBudget spin(64);
+  // Nothing comes: the spin runs out (the budget shrinks), then the wait sleeps and times out.
+  EXPECT_FALSE(WaitForFrame(worker_in_, spin, 1000000));
+  EXPECT_EQ(spin.budget(), 48u);
+  EXPECT_EQ(request().consumer_sleeping.load(), 0u);
+  // A frame already there is caught while spinning: the budget grows back.
+  bool wake;
+  ASSERT_TRUE(host_out_.TryWrite(FrameKind::kCall, 1, {}, &wake));
+  EXPECT_TRUE(WaitForFrame(worker_in_, spin, 0));
+  EXPECT_EQ(spin.budget(), 56u);
+}
+
 // ---- Two processes ----
 
 // Kills and reaps the child if a failed assertion leaves the test early.
