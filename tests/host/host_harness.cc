@@ -16,6 +16,7 @@
 
 #include <algorithm>
 #include <cstring>
+#include <filesystem>
 #include <fstream>
 #include <regex>
 #include <sstream>
@@ -154,6 +155,18 @@ CommandResult RunCommand(const std::vector<std::string>& argv, int timeout_ms) {
   }
   result.exit_code = WIFEXITED(status) ? WEXITSTATUS(status) : 128 + WTERMSIG(status);
   return result;
+}
+
+ConfiguredHost::ConfiguredHost(const std::string& prefix, const std::string& config) {
+  std::string tmpl = "/tmp/" + prefix + "-XXXXXX";
+  dir_ = ::mkdtemp(tmpl.data());
+  std::ofstream(dir_ + "/mphost.json") << config;
+  host_ = std::make_unique<HostProcess>(std::vector<std::string>{"--config", dir_ + "/mphost.json"});
+}
+
+ConfiguredHost::~ConfiguredHost() {
+  host_.reset();
+  std::filesystem::remove_all(dir_);
 }
 
 HostProcess::HostProcess(std::vector<std::string> extra_args) {

@@ -6,6 +6,7 @@
 
 #include <chrono>
 #include <map>
+#include <memory>
 #include <mutex>
 #include <optional>
 #include <string>
@@ -73,6 +74,22 @@ class HostProcess {
   std::string log_;
   std::thread reader_;
   bool stopped_ = false;
+};
+
+// A temporary directory holding `config` as mphost.json, and an mphost started on it; the
+// destructor stops the host and removes the directory. For fixtures: check started().
+class ConfiguredHost {
+ public:
+  ConfiguredHost(const std::string& prefix, const std::string& config);
+  ~ConfiguredHost();
+  ConfiguredHost(const ConfiguredHost&) = delete;
+  ConfiguredHost& operator=(const ConfiguredHost&) = delete;
+  HostProcess& host() { return *host_; }
+  const std::string& dir() const { return dir_; }
+
+ private:
+  std::string dir_;
+  std::unique_ptr<HostProcess> host_;
 };
 
 // Worker pids from `mpctl ps --json` output (of `module` only, if given).

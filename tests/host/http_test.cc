@@ -53,18 +53,13 @@ std::string ReadFor(int fd, int ms) {
 class HttpTest : public ::testing::Test {
  protected:
   void SetUp() override {
-    char tmpl[] = "/tmp/mphost-http-XXXXXX";
-    dir_ = ::mkdtemp(tmpl);
-    std::ofstream(dir_ + "/mphost.json")
-        << "{\"headerTimeoutMs\":400,\"bodyTimeoutMs\":400,\"maxHeaderKb\":16,\"accessLog\":true,\"modules\":[{\"name\":\"echo\","
-        << "\"plugin\":\"" << ModuleDir() << "/libecho.so\",\"maxBodyKb\":4}]}";
-    host_ = std::make_unique<HostProcess>(std::vector<std::string>{"--config", dir_ + "/mphost.json"});
+    configured_ = std::make_unique<ConfiguredHost>(
+        "mphost-http",
+        "{\"headerTimeoutMs\":400,\"bodyTimeoutMs\":400,\"maxHeaderKb\":16,\"accessLog\":true,"
+        "\"modules\":[{\"name\":\"echo\",\"plugin\":\"" + ModuleDir() +
+            "/libecho.so\",\"maxBodyKb\":4}]}");
+    host_ = &configured_->host();
     ASSERT_TRUE(host_->started()) << host_->Log();
-  }
-  void TearDown() override {
-    host_.reset();
-    int unused = ::system(("rm -rf '" + dir_ + "'").c_str());
-    (void)unused;
   }
   std::string Exchange(const std::string& request, int ms = 2000) {
     int fd = Connect(host_->port());
@@ -74,8 +69,8 @@ class HttpTest : public ::testing::Test {
     ::close(fd);
     return out;
   }
-  std::string dir_;
-  std::unique_ptr<HostProcess> host_;
+  std::unique_ptr<ConfiguredHost> configured_;
+  HostProcess* host_ = nullptr;
 };
 
 TEST_F(HttpTest, HeadersTooLargeIs431) {
@@ -224,8 +219,8 @@ TEST_F(HttpTest, MetricsPassPromtool) {
   HttpResponse m = HttpRequest(host_->port(), "GET", "/metrics");
   ASSERT_EQ(m.status, 200);
   EXPECT_EQ(m.headers["content-type"], "text/plain; version=0.0.4; charset=utf-8");
-  std::ofstream(dir_ + "/metrics.txt") << m.body;
-  CommandResult check = RunCommand({"/bin/sh", "-c", "promtool check metrics < '" + dir_ + "/metrics.txt'"});
+  std::ofstream(configured_->dir() + "/metrics.txt") << m.body;
+  CommandResult check = RunCommand({"/bin/sh", "-c", "promtool check metrics < '" + configured_->dir() + "/metrics.txt'"});
   EXPECT_EQ(check.exit_code, 0) << "promtool (Debian package prometheus, installed by tools/setup): "
                                 << check.out << check.err;
   for (const char* family : {"mphost_calls_total{module=\"echo\",status=\"200\"} 1",

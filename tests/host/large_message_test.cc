@@ -27,25 +27,20 @@ std::string Pattern(size_t n, int seed) {
 class LargeMessageTest : public ::testing::Test {
  protected:
   void SetUp() override {
-    char tmpl[] = "/tmp/mphost-large-XXXXXX";
-    dir_ = ::mkdtemp(tmpl);
     // 16 KiB rings: a frame holds at most 8 KiB, so everything below is chunked.
-    std::ofstream(dir_ + "/mphost.json")
-        << "{\"modules\":[{\"name\":\"echo\",\"plugin\":\"" << ModuleDir()
-        << "/libecho.so\",\"workers\":1,\"callTimeoutMs\":1000,\"cancelGraceMs\":3000,\"maxBodyKb\":1024,\"maxMessageKb\":2048,\"ringKb\":16},"
-        << "{\"name\":\"misbehave\",\"plugin\":\"" << ModuleDir()
-        << "/libmisbehave.so\",\"workers\":1,\"maxBodyKb\":64,\"maxMessageKb\":64,\"ringKb\":16,"
-        << "\"maxRestarts\":100}]}";
-    host_ = std::make_unique<HostProcess>(std::vector<std::string>{"--config", dir_ + "/mphost.json"});
+    configured_ = std::make_unique<ConfiguredHost>(
+        "mphost-large",
+        "{\"modules\":[{\"name\":\"echo\",\"plugin\":\"" + ModuleDir() +
+            "/libecho.so\",\"workers\":1,\"callTimeoutMs\":1000,\"cancelGraceMs\":3000,"
+            "\"maxBodyKb\":1024,\"maxMessageKb\":2048,\"ringKb\":16},"
+            "{\"name\":\"misbehave\",\"plugin\":\"" + ModuleDir() +
+            "/libmisbehave.so\",\"workers\":1,\"maxBodyKb\":64,\"maxMessageKb\":64,"
+            "\"ringKb\":16,\"maxRestarts\":100}]}");
+    host_ = &configured_->host();
     ASSERT_TRUE(host_->started()) << host_->Log();
   }
-  void TearDown() override {
-    host_.reset();
-    int unused = ::system(("rm -rf '" + dir_ + "'").c_str());
-    (void)unused;
-  }
-  std::string dir_;
-  std::unique_ptr<HostProcess> host_;
+  std::unique_ptr<ConfiguredHost> configured_;
+  HostProcess* host_ = nullptr;
 };
 
 TEST_F(LargeMessageTest, MegabyteBodiesRoundTripInChunksBothWays) {

@@ -62,23 +62,18 @@ void ExpectHeapIntact(HostProcess& host) {
 class MisbehaveTest : public ::testing::TestWithParam<Behaviour> {
  protected:
   void SetUp() override {
-    char tmpl[] = "/tmp/mphost-misbehave-XXXXXX";
-    dir_ = ::mkdtemp(tmpl);
-    std::ofstream(dir_ + "/mphost.json")
-        << "{\"modules\":[{\"name\":\"echo\",\"plugin\":\"" << ModuleDir()
-        << "/libecho.so\",\"workers\":1},{\"name\":\"misbehave\",\"plugin\":\"" << ModuleDir()
-        << "/libmisbehave.so\",\"workers\":2,\"callTimeoutMs\":500,\"maxRestarts\":100,"
-        << "\"workerMemoryMb\":128}]}";
-    host_ = std::make_unique<HostProcess>(std::vector<std::string>{"--config", dir_ + "/mphost.json"});
+    configured_ = std::make_unique<ConfiguredHost>(
+        "mphost-misbehave",
+        "{\"modules\":[{\"name\":\"echo\",\"plugin\":\"" + ModuleDir() +
+            "/libecho.so\",\"workers\":1},{\"name\":\"misbehave\",\"plugin\":\"" +
+            ModuleDir() +
+            "/libmisbehave.so\",\"workers\":2,\"callTimeoutMs\":500,\"maxRestarts\":100,"
+            "\"workerMemoryMb\":128}]}");
+    host_ = &configured_->host();
     ASSERT_TRUE(host_->started()) << host_->Log();
   }
-  void TearDown() override {
-    host_.reset();
-    int unused = ::system(("rm -rf '" + dir_ + "'").c_str());
-    (void)unused;
-  }
-  std::string dir_;
-  std::unique_ptr<HostProcess> host_;
+  std::unique_ptr<ConfiguredHost> configured_;
+  HostProcess* host_ = nullptr;
 };
 
 TEST_P(MisbehaveTest, HostSurvivesAndReplacesTheWorker) {
