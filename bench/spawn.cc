@@ -4,6 +4,7 @@
 // the time and total PSS to bring up N live microprocesses on one module.
 //
 //   build/bin/spawn [--samples N] [--live N] [--quick] [--sandbox LAYERS]
+#include <kj/async-io.h>
 #include <limits.h>
 #include <poll.h>
 #include <sched.h>
@@ -21,6 +22,8 @@
 #include "host/accounting.h"
 #include "host/config.h"
 #include "host/generation.h"
+#include "host/heap_build.h"
+#include "host/helper_launcher.h"
 #include "host/process.h"
 #include "shm/doorbell.h"
 #include "shm/ring.h"
@@ -53,9 +56,25 @@ std::string ExeDir() {
 
 std::string g_sandbox = "seccomp,landlock,namespaces,rlimits";  // --sandbox overrides
 
+microproc::SandboxLayers Layers(const std::string& on) {
+  const std::string list = "," + on + ",";
+  auto has = [&](const char* layer) { return list.find(std::string(",") + layer + ",") != std::string::npos; };
+  return {has("seccomp"), has("landlock"), has("namespaces"), has("rlimits")};
+}
+
+// The event loop and what generations need from the host, for the whole run.
+struct Host {
+  kj::AsyncIoContext io = kj::setupAsyncIo();
+  host::HelperLauncher launcher = *host::HelperLauncher::Open(ExeDir());
+  host::ModuleOutput output{io.unixEventPort, io.provider->getTimer()};
+  host::ChildReaper reaper{io.unixEventPort};
+  host::HelperEnv env{io.unixEventPort, io.provider->getTimer(), launcher, output, reaper};
+};
+Host* g_host = nullptr;
+
 host::ModuleConfig Module(uint64_t heap_mb) {
   host::ModuleConfig c;
-  c.sandbox = g_sandbox;
+  c.sandbox = Layers(g_sandbox);
   c.name = "misbehave";
   c.plugin = ExeDir() + "/../modules/libmisbehave.so";
   c.max_heap_bytes = (heap_mb + 16) << 20;
@@ -77,12 +96,15 @@ Live SpawnReady(Generation& gen, uint64_t id, double* us) {
   Live l;
   l.ring = std::make_unique<shm::RingFile>(*shm::RingFile::Create("bench-ring", 64 << 10, 64 << 10));
   l.bell = std::make_unique<shm::Doorbell>(*shm::Doorbell::Create());
+  auto out = g_host->output.Open("misbehave", "worker");
   const auto start = Clock::now();
-  auto pid = gen.Spawn(id, l.ring->segment().fd(), l.bell->fd(), 0, 0);
-  if (!pid.ok()) {
-    std::fprintf(stderr, "spawn: %s\n", std::string(pid.status().message()).c_str());
+  auto spawned = gen.Spawn(id, l.ring->segment().fd(), l.bell->fd(), out->write_end.get(), 0, 0)
+                     .wait(g_host->io.waitScope);
+  if (!spawned.ok()) {
+    std::fprintf(stderr, "spawn: %s\n", std::string(spawned.status().message()).c_str());
     std::exit(1);
   }
+  const pid_t* pid = &spawned->pid;
   auto& state = l.ring->header()->worker.state;
   while (state.load(std::memory_order_acquire) != static_cast<uint32_t>(shm::WorkerState::kReady)) {
     ::sched_yield();  // leave the CPU to the new worker (2 cores, shared)
@@ -92,8 +114,8 @@ Live SpawnReady(Generation& gen, uint64_t id, double* us) {
     }
   }
   *us = Us(Clock::now() - start);
-  l.pid = *pid;
-  l.pidfd = *host::OpenPidfd(*pid);
+  l.pid = spawned->pid;
+  l.pidfd = std::move(spawned->pidfd);
   return l;
 }
 
@@ -103,7 +125,7 @@ void Stop(Live& l) {
   if (w.TryWrite(shm::FrameKind::kStop, 0, {}, &wake) && wake) {
     shm::WakeFutexConsumer(&l.ring->header()->request);
   }
-  host::ReapWithin(l.pidfd.get(), 2000);
+  host::AwaitExitWithin(l.pidfd.get(), 2000);  // its generation's init reaps it
 }
 
 double ZygoteSpawnOnce(Generation& gen, uint64_t id) {
@@ -124,15 +146,18 @@ double PosixSpawnTrueOnce() {
   return Us(Clock::now() - start);
 }
 
+host::BuiltHeap DupHeap(const host::BuiltHeap& h) {
+  return host::BuiltHeap{*shm::Segment::Adopt(UniqueFd(::dup(h.segment.fd())), "heap"), h.info,
+                         host::PluginImage{UniqueFd(::dup(h.plugin.fd.get())), h.plugin.path}};
+}
+
 // Without a zygote: exec the helper, which maps and verifies the heap and loads the plugin,
 // until it says it is ready (what every worker would pay).
 Stats ExecWithoutZygote(const host::ModuleConfig& config, const host::BuiltHeap& heap, int samples) {
   std::vector<double> us;
   for (int i = 0; i < samples; ++i) {
-    auto copy = shm::Segment::Adopt(UniqueFd(::dup(heap.segment.fd())), "heap");
     const auto start = Clock::now();
-    auto gen = Generation::Start(config, host::BuiltHeap{*std::move(copy), heap.info},
-                                 {ExeDir() + "/mp-builder", ExeDir() + "/mp-zygote"}, 60000);
+    auto gen = Generation::Start(g_host->env, config, DupHeap(heap)).wait(g_host->io.waitScope);
     us.push_back(Us(Clock::now() - start));
     if (!gen.ok()) std::exit(1);
   }
@@ -154,13 +179,14 @@ int Main(int argc, char** argv) {
       live = std::atoi(argv[++i]);
     }
   }
-  const host::HelperPaths helpers{ExeDir() + "/mp-builder", ExeDir() + "/mp-zygote"};
+  Host host;
+  g_host = &host;
   std::printf("bench/spawn: %d samples per line; worker sandbox layers: %s\n", samples,
               g_sandbox.c_str());
   std::printf("building heaps of 1 MiB and 1 GiB...\n");
   auto small_cfg = Module(1), big_cfg = Module(1024);
-  auto small_heap = host::BuildHeap(small_cfg, 1, helpers, 300000);
-  auto big_heap = host::BuildHeap(big_cfg, 1, helpers, 300000);
+  auto small_heap = host::BuildHeap(host.env, small_cfg, 1).wait(host.io.waitScope);
+  auto big_heap = host::BuildHeap(host.env, big_cfg, 1).wait(host.io.waitScope);
   if (!small_heap.ok() || !big_heap.ok()) {
     std::fprintf(stderr, "heap build failed: %s %s\n", std::string(small_heap.status().message()).c_str(),
                  std::string(big_heap.status().message()).c_str());
@@ -168,11 +194,8 @@ int Main(int argc, char** argv) {
   }
   const Stats exec_small = ExecWithoutZygote(small_cfg, *small_heap, std::max(5, samples / 10));
   const Stats exec_big = ExecWithoutZygote(big_cfg, *big_heap, 5);
-  auto dup_heap = [](const host::BuiltHeap& h) {
-    return host::BuiltHeap{*shm::Segment::Adopt(UniqueFd(::dup(h.segment.fd())), "heap"), h.info};
-  };
-  auto small_gen = Generation::Start(small_cfg, dup_heap(*small_heap), helpers, 60000);
-  auto big_gen = Generation::Start(big_cfg, dup_heap(*big_heap), helpers, 60000);
+  auto small_gen = Generation::Start(host.env, small_cfg, DupHeap(*small_heap)).wait(host.io.waitScope);
+  auto big_gen = Generation::Start(host.env, big_cfg, DupHeap(*big_heap)).wait(host.io.waitScope);
   if (!small_gen.ok() || !big_gen.ok()) return 1;
   // Interleaved, one of each per round, so that the machine's drift during the run (this is a
   // VM) weighs on the three lines alike and their ratios compare like with like.
@@ -226,7 +249,7 @@ int Main(int argc, char** argv) {
       shm::WakeFutexConsumer(&l.ring->header()->request);
     }
   }
-  for (Live& l : workers) host::ReapWithin(l.pidfd.get(), 5000);
+  for (Live& l : workers) host::AwaitExitWithin(l.pidfd.get(), 5000);
   return 0;
 }
 

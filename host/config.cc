@@ -238,12 +238,7 @@ absl::StatusOr<HostConfig> ParseConfig(absl::string_view json, absl::string_view
     }
     {
       auto sb = m.getSandbox();
-      std::vector<std::string> on;
-      if (sb.getSeccomp()) on.push_back("seccomp");
-      if (sb.getLandlock()) on.push_back("landlock");
-      if (sb.getNamespaces()) on.push_back("namespaces");
-      if (sb.getRlimits()) on.push_back("rlimits");
-      mc.sandbox = absl::StrJoin(on, ",");
+      mc.sandbox = {sb.getSeccomp(), sb.getLandlock(), sb.getNamespaces(), sb.getRlimits()};
     }
     if (mc.queue_limit < 1) return FieldError(source, field + ".queueLimit", "must be at least 1");
     mc.max_restarts = m.getMaxRestarts();
@@ -254,6 +249,10 @@ absl::StatusOr<HostConfig> ParseConfig(absl::string_view json, absl::string_view
     mc.worker_memory_bytes = uint64_t{m.getWorkerMemoryMb()} << 20;
     mc.restart_window_ms = m.getRestartWindowMs();
     if (mc.restart_window_ms < 1) return FieldError(source, field + ".restartWindowMs", "must be > 0");
+    mc.zygote_start_timeout_ms = m.getZygoteStartTimeoutMs();
+    if (mc.zygote_start_timeout_ms < 1 || mc.zygote_start_timeout_ms > 3600000) {
+      return FieldError(source, field + ".zygoteStartTimeoutMs", "must be between 1 and 3600000");
+    }
     mc.build_timeout_ms = m.getBuildTimeoutMs();
     if (mc.build_timeout_ms < 1 || mc.build_timeout_ms > 3600000) {
       return FieldError(source, field + ".buildTimeoutMs", "must be between 1 and 3600000");

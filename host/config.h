@@ -9,6 +9,7 @@
 
 #include "absl/status/statusor.h"
 #include "absl/strings/string_view.h"
+#include "microproc/helper_spec.h"
 
 namespace mp::host {
 
@@ -31,7 +32,8 @@ struct ModuleConfig {
   uint64_t max_private_bytes = 0;    // 0: no limit
   uint32_t queue_limit = 1024;
   uint32_t spin_iterations = 2000;
-  std::string sandbox = "seccomp,landlock,namespaces,rlimits";  // layers switched on
+  microproc::SandboxLayers sandbox;  // layers switched on (all by default)
+  uint32_t zygote_start_timeout_ms = 10000;  // a zygote's hello, constructors included
   uint32_t max_restarts = 5;
   uint32_t cancel_grace_ms = 1000;
   uint64_t worker_memory_bytes = 1ull << 30;

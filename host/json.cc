@@ -2,22 +2,9 @@
 
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_format.h"
+#include "mp/utf8.hpp"
 
 namespace mp::host {
-namespace {
-
-// Length of the valid UTF-8 sequence at s[i], or 0.
-size_t Utf8Length(absl::string_view s, size_t i) {
-  const auto c = static_cast<unsigned char>(s[i]);
-  size_t n = c < 0x80 ? 1 : (c >> 5) == 0x6 ? 2 : (c >> 4) == 0xE ? 3 : (c >> 3) == 0x1E ? 4 : 0;
-  if (n == 0 || i + n > s.size()) return 0;
-  for (size_t k = 1; k < n; ++k) {
-    if ((static_cast<unsigned char>(s[i + k]) >> 6) != 0x2) return 0;
-  }
-  return n;
-}
-
-}  // namespace
 
 std::string JsonQuote(absl::string_view s) {
   std::string out = "\"";
@@ -36,7 +23,7 @@ std::string JsonQuote(absl::string_view s) {
       ++i;
       continue;
     }
-    size_t n = Utf8Length(s, i);
+    size_t n = Utf8SequenceLength(std::string_view(s.data(), s.size()), i);
     if (n == 0) {
       out += "\xEF\xBF\xBD";
       ++i;

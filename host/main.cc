@@ -8,6 +8,7 @@
 #include <kj/compat/http.h>
 #include <limits.h>
 #include <signal.h>
+#include <sys/prctl.h>
 #include <unistd.h>
 
 #include <cstdio>
@@ -18,6 +19,8 @@
 #include "host/config.h"
 #include "host/control_server.h"
 #include "host/head_timeout.h"
+#include "host/helper_launcher.h"
+#include "host/module_output.h"
 #include "host/http_front.h"
 #include "host/log.h"
 #include "host/supervisor.h"
@@ -82,14 +85,23 @@ int Main(int argc, char** argv) {
   if (!listen.empty()) config.listen = listen;
   if (!control.empty()) config.control = control;
 
+  // Nothing can attach to the host or read its memory, not even a process of the same uid:
+  // module code never runs here, and no process that runs it may reach in.
+  ::prctl(PR_SET_DUMPABLE, 0, 0, 0, 0);
+  auto launcher = HelperLauncher::Open(exe_dir);
+  if (!launcher.ok()) return Fail(launcher.status().message());
+
   ::signal(SIGPIPE, SIG_IGN);
   kj::UnixEventPort::captureSignal(SIGTERM);
   kj::UnixEventPort::captureSignal(SIGINT);
   kj::UnixEventPort::captureSignal(SIGHUP);
   auto io = kj::setupAsyncIo();
 
-  Supervisor supervisor(io, config, {exe_dir + "/mp-builder", exe_dir + "/mp-zygote"});
-  if (auto s = supervisor.Start(); !s.ok()) {
+  ModuleOutput module_output(io.unixEventPort, io.provider->getTimer());
+  ChildReaper reaper(io.unixEventPort);
+  HelperEnv helpers{io.unixEventPort, io.provider->getTimer(), *launcher, module_output, reaper};
+  Supervisor supervisor(io, config, helpers);
+  if (auto s = supervisor.Start().wait(io.waitScope); !s.ok()) {
     supervisor.StopAll();
     return Fail(s.message());
   }

@@ -8,6 +8,11 @@
 #include <sys/wait.h>
 #include <unistd.h>
 
+#include <cstdio>
+#include <fstream>
+#include <sstream>
+#include <string>
+
 #include "absl/strings/str_cat.h"
 #include "shm/sys.h"
 
@@ -28,40 +33,14 @@ absl::StatusOr<UniqueFd> OpenPidfd(pid_t pid) {
   return UniqueFd(fd);
 }
 
-absl::StatusOr<ChildProcess> SpawnHelper(const std::string& path,
-                                         const std::vector<std::string>& args,
-                                         const std::vector<std::pair<int, int>>& fds) {
-  std::vector<char*> argv;
-  argv.push_back(const_cast<char*>(path.c_str()));
-  for (const auto& a : args) argv.push_back(const_cast<char*>(a.c_str()));
-  argv.push_back(nullptr);
-  int max_to = 2;
-  for (auto [from, to] : fds) max_to = std::max(max_to, to);
-
-  pid_t pid = ::fork();
-  if (pid < 0) return ErrnoStatus(absl::StrCat("fork(", path, ")"), errno);
-  if (pid == 0) {
-    // Child: only async-signal-safe calls until exec.
-    int moved[16];
-    const size_t n = std::min<size_t>(fds.size(), 16);
-    for (size_t i = 0; i < n; ++i) moved[i] = ::fcntl(fds[i].first, F_DUPFD, max_to + 1);
-    for (size_t i = 0; i < n; ++i) {
-      // dup2 from a distinct fd clears FD_CLOEXEC on the target (PLATFORM.md pitfall).
-      if (moved[i] < 0 || ::dup2(moved[i], fds[i].second) < 0) _exit(127);
-    }
-    int devnull = ::open("/dev/null", O_RDONLY);
-    if (devnull >= 0) ::dup2(devnull, 0);
-    ::syscall(SYS_close_range, max_to + 1, ~0u, 0);
-    ::execv(path.c_str(), argv.data());
-    _exit(127);
+ExitInfo ExitFromWaitStatus(int code, int status) {
+  ExitInfo e;
+  if (code == CLD_EXITED) {
+    e.exit_code = status;
+  } else {
+    e.signal = status;
   }
-  auto pidfd = OpenPidfd(pid);
-  if (!pidfd.ok()) {
-    ::kill(pid, SIGKILL);
-    ::waitpid(pid, nullptr, 0);
-    return pidfd.status();
-  }
-  return ChildProcess{pid, *std::move(pidfd)};
+  return e;
 }
 
 std::optional<ExitInfo> TryReap(int pidfd) {
@@ -71,13 +50,7 @@ std::optional<ExitInfo> TryReap(int pidfd) {
     if (r != 0 && errno == ECHILD) return ExitInfo{-1, 0};  // already reaped
     return std::nullopt;
   }
-  ExitInfo e;
-  if (info.si_code == CLD_EXITED) {
-    e.exit_code = info.si_status;
-  } else {
-    e.signal = info.si_status;
-  }
-  return e;
+  return ExitFromWaitStatus(info.si_code, info.si_status);
 }
 
 void SignalChild(int pidfd, int sig) { ::syscall(SYS_pidfd_send_signal, pidfd, sig, nullptr, 0); }
@@ -91,6 +64,39 @@ ExitInfo ReapWithin(int pidfd, int timeout_ms) {
   RetryEintr([&] { return ::poll(&p, 1, 5000); });
   if (auto e = TryReap(pidfd)) return *e;
   return ExitInfo{-1, SIGKILL};
+}
+
+bool AwaitExitWithin(int pidfd, int timeout_ms) {
+  pollfd p{pidfd, POLLIN, 0};
+  if (RetryEintr([&] { return ::poll(&p, 1, timeout_ms); }) == 1) return true;
+  SignalChild(pidfd, SIGKILL);
+  p.revents = 0;
+  return RetryEintr([&] { return ::poll(&p, 1, 5000); }) == 1;
+}
+
+std::vector<pid_t> PidfdNamespacePids(int pidfd) {
+  std::ifstream info(absl::StrCat("/proc/self/fdinfo/", pidfd));
+  std::string line;
+  std::vector<pid_t> pids;
+  while (std::getline(info, line)) {
+    if (line.rfind("NSpid:", 0) != 0) continue;
+    std::istringstream fields(line.substr(6));
+    long pid;
+    while (fields >> pid) pids.push_back(static_cast<pid_t>(pid));
+  }
+  if (!pids.empty() && pids[0] <= 0) pids.clear();  // -1: the process has exited
+  return pids;
+}
+
+pid_t ParentOf(pid_t pid) {
+  std::ifstream stat(absl::StrCat("/proc/", pid, "/stat"));
+  std::string text((std::istreambuf_iterator<char>(stat)), std::istreambuf_iterator<char>());
+  const auto close = text.rfind(')');
+  if (close == std::string::npos) return -1;
+  char state;
+  int ppid = 0;
+  if (std::sscanf(text.c_str() + close + 1, " %c %d", &state, &ppid) != 2) return -1;
+  return ppid;
 }
 
 }  // namespace mp::host

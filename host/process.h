@@ -28,15 +28,11 @@ struct ExitInfo {
   std::string Describe() const;
 };
 
-// Execs `path` with `args` (argv[0] is `path`). Each {from, to} in `fds` is placed at `to` in
-// the child; every other descriptor is closed. stdin is /dev/null; stdout and stderr are
-// inherited.
-absl::StatusOr<ChildProcess> SpawnHelper(const std::string& path,
-                                         const std::vector<std::string>& args,
-                                         const std::vector<std::pair<int, int>>& fds);
-
 // A pidfd for `pid`, which must be our child (or a zombie child) so its status can be reaped.
 absl::StatusOr<UniqueFd> OpenPidfd(pid_t pid);
+
+// How a process ended, from waitid's si_code and si_status (or a helper init's report of them).
+ExitInfo ExitFromWaitStatus(int code, int status);
 
 // Reaps the child behind `pidfd` if it has exited; nullopt while it runs.
 std::optional<ExitInfo> TryReap(int pidfd);
@@ -46,5 +42,16 @@ void SignalChild(int pidfd, int sig);
 
 // Waits up to `timeout_ms` for the child to exit, then SIGKILLs and reaps it.
 ExitInfo ReapWithin(int pidfd, int timeout_ms);
+
+// Waits up to `timeout_ms` for the process behind `pidfd` (a child or not) to exit, then
+// SIGKILLs it and waits for that. True once it has exited. Does not reap.
+bool AwaitExitWithin(int pidfd, int timeout_ms);
+
+// The pid of the process behind `pidfd` in this process's pid namespace, and its pids in every
+// namespace down to its own (NSpid), from /proc/self/fdinfo. Empty if it has exited.
+std::vector<pid_t> PidfdNamespacePids(int pidfd);
+
+// The parent of `pid`, from /proc/PID/stat; -1 if it cannot be read.
+pid_t ParentOf(pid_t pid);
 
 }  // namespace mp::host

@@ -3,27 +3,12 @@
 #include <capnp/serialize.h>
 #include <kj/array.h>
 
-#include <cctype>
 #include <cstring>
 
 #include "absl/strings/str_cat.h"
 #include "schemas/call.capnp.h"
 
 namespace mp::host {
-
-bool ValidReplyHeader(absl::string_view name, absl::string_view value) {
-  if (name.empty() || name.size() > 256 || value.size() > 8192) return false;
-  for (char c : name) {
-    if (!(std::isalnum(static_cast<unsigned char>(c)) ||
-          absl::string_view("!#$%&'*+-.^_`|~").find(c) != absl::string_view::npos)) {
-      return false;
-    }
-  }
-  for (char c : value) {
-    if (c == '\r' || c == '\n' || c == '\0') return false;
-  }
-  return true;
-}
 
 absl::StatusOr<DecodedReply> DecodeResponse(shm::FrameKind kind, absl::string_view payload) {
   if (payload.size() % sizeof(capnp::word) != 0) {
@@ -49,19 +34,12 @@ absl::StatusOr<DecodedReply> DecodeResponseWords(shm::FrameKind kind,
                 capnp::FlatArrayMessageReader reader(words, limits);
                 if (kind == shm::FrameKind::kReply) {
                   auto r = reader.getRoot<call::Reply>();
+                  // Status and headers as the module gave them: whether they may go out
+                  // over HTTP is for ApplyReplyRules (host/reply_rules.h) to say.
                   out.status = r.getStatus();
-                  if (out.status < 100 || out.status > 599) {
-                    violation = absl::StrCat("reply status ", out.status, " is not HTTP");
-                    return;
-                  }
                   for (auto h : r.getHeaders()) {
-                    absl::string_view name(h.getName().cStr(), h.getName().size());
-                    absl::string_view value(h.getValue().cStr(), h.getValue().size());
-                    if (!ValidReplyHeader(name, value)) {
-                      violation = "reply header with an invalid name or value";
-                      return;
-                    }
-                    out.headers.emplace_back(std::string(name), std::string(value));
+                    out.headers.emplace_back(std::string(h.getName().cStr(), h.getName().size()),
+                                             std::string(h.getValue().cStr(), h.getValue().size()));
                   }
                   auto body = r.getBody();
                   out.body.assign(reinterpret_cast<const char*>(body.begin()), body.size());

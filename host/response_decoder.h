@@ -17,7 +17,8 @@
 
 namespace mp::host {
 
-// A reply as the module gave it, validated for HTTP.
+// A reply as the module gave it: well-formed Cap'n Proto, within the limits. Whether its
+// status and headers may go out over HTTP is ApplyReplyRules' question (host/reply_rules.h).
 struct DecodedReply {
   bool is_error = false;  // the worker sent an Error frame (`error_message` says what)
   uint16_t status = 0;
@@ -26,13 +27,10 @@ struct DecodedReply {
   std::string error_message;  // at most 512 bytes
 };
 
-// A header name that is an HTTP token and a value without CR, LF or NUL.
-bool ValidReplyHeader(absl::string_view name, absl::string_view value);
-
 // Decodes `payload` (a private copy: the caller copied it out of the ring) of a frame of `kind`
 // (kReply or kError) with Cap'n Proto ReaderOptions limits (traversal ≤ 2× the frame, nesting
 // ≤ 8). Fails with a message naming the violation: not a whole number of words, malformed
-// Cap'n Proto, a status outside 100-599, an invalid header.
+// Cap'n Proto, the wrong frame kind.
 absl::StatusOr<DecodedReply> DecodeResponse(shm::FrameKind kind,
                                             absl::string_view payload);
 

@@ -13,7 +13,9 @@
 
 #include "absl/strings/str_cat.h"
 #include "absl/strings/strip.h"
+#include "host/heap_build.h"
 #include "host/json.h"
+#include "host/reply_rules.h"
 #include "host/log.h"
 #include "host/process.h"
 #include "host/response_decoder.h"
@@ -39,31 +41,20 @@ int64_t NowUnixMs() {
   return int64_t{tv.tv_sec} * 1000 + tv.tv_usec / 1000;
 }
 
-// True if `pid` is a child of this process (a zygote's answer is not trusted).
-bool IsOurChild(pid_t pid) {
-  std::ifstream stat(absl::StrCat("/proc/", pid, "/stat"));
-  std::string text((std::istreambuf_iterator<char>(stat)), std::istreambuf_iterator<char>());
-  auto close = text.rfind(')');
-  if (close == std::string::npos) return false;
-  char state;
-  int ppid = 0;
-  if (sscanf(text.c_str() + close + 1, " %c %d", &state, &ppid) != 2) return false;
-  return ppid == ::getpid();
-}
-
 }  // namespace
 
 struct Supervisor::Worker {
-  enum class State { kReady, kBusy, kStopping };
+  enum class State { kStarting, kReady, kBusy, kStopping };
   uint64_t id = 0;
   Module* module = nullptr;
-  pid_t pid = 0;
+  pid_t pid = 0;         // 0 while starting
+  pid_t helper_pid = 0;  // as its generation's init sees it
   UniqueFd pidfd;
   std::unique_ptr<shm::RingFile> ring;
   std::unique_ptr<shm::Doorbell> doorbell;
   shm::RingWriter requests;
   shm::RingReader responses;
-  State state = State::kReady;
+  State state = State::kStarting;
   uint64_t generation = 0;
   uint64_t calls = 0;
   uint64_t errors = 0;
@@ -89,16 +80,15 @@ struct Supervisor::Worker {
   uint64_t cancelled_call_id = 0;     // gave up on it; its late answer is dropped
   kj::Promise<void> grace = nullptr;  // kills the worker if the cancelled call does not stop
   kj::Own<kj::UnixEventPort::FdObserver> bell_observer;
-  kj::Own<kj::UnixEventPort::FdObserver> exit_observer;
   kj::Promise<void> watches = nullptr;
 };
 
 struct Supervisor::Module {
   ModuleConfig config;
   std::unique_ptr<Generation> generation;           // current: new calls go here
+  std::unique_ptr<Generation> starting;             // a reload's, until its workers are up
   std::vector<std::unique_ptr<Generation>> retiring;  // still have workers finishing calls
   bool reloading = false;
-  std::thread build_thread;  // builds the next generation; joined on the loop thread
   std::string reload_error;  // why the last reload failed
   uint64_t next_generation = 1;
   std::vector<std::unique_ptr<Worker>> workers;
@@ -115,24 +105,44 @@ struct Supervisor::Module {
   std::map<std::string, uint64_t> exits_by_cause;  // metrics: signal, seccomp, deadline, ...
   uint64_t ring_violations = 0;
   double calls_per_second = 0;
-  size_t spawning = 0;  // on-demand spawns in progress (Dispatch is re-entered by SpawnWorker)
 };
 
-Supervisor::Supervisor(kj::AsyncIoContext& io, HostConfig config, HelperPaths helpers)
+Supervisor::Supervisor(kj::AsyncIoContext& io, HostConfig config, HelperEnv& helpers)
     : io_(io),
       timer_(io.provider->getTimer()),
       config_(std::move(config)),
-      helpers_(std::move(helpers)),
+      helpers_(helpers),
       tasks_(*this) {}
 
 Supervisor::~Supervisor() { StopAll(); }
 
-namespace {
-// Carries a built generation (or why it failed) from the build thread to the loop thread.
-struct BuildResult {
-  absl::StatusOr<BuiltHeap> heap;
-};
-}  // namespace
+kj::Promise<absl::StatusOr<std::unique_ptr<Generation>>> Supervisor::LoadGeneration(
+    Module& m, uint64_t number) {
+  return BuildHeap(helpers_, m.config, number)
+      .then([this, &m](absl::StatusOr<BuiltHeap> heap)
+                -> kj::Promise<absl::StatusOr<std::unique_ptr<Generation>>> {
+        if (!heap.ok()) return absl::StatusOr<std::unique_ptr<Generation>>(heap.status());
+        return Generation::Start(helpers_, m.config, *std::move(heap));
+      });
+}
+
+kj::Promise<std::pair<uint32_t, absl::Status>> Supervisor::SpawnWorkers(Module& m,
+                                                                        Generation& gen,
+                                                                        uint32_t n) {
+  auto spawns = kj::heapArrayBuilder<kj::Promise<absl::Status>>(n);
+  for (uint32_t i = 0; i < n; ++i) spawns.add(SpawnWorker(m, gen));
+  return kj::joinPromises(spawns.finish()).then([](kj::Array<absl::Status> results) {
+    std::pair<uint32_t, absl::Status> out{0, absl::OkStatus()};
+    for (auto& r : results) {
+      if (r.ok()) {
+        ++out.first;
+      } else {
+        out.second = r;
+      }
+    }
+    return out;
+  });
+}
 
 kj::Promise<absl::StatusOr<uint64_t>> Supervisor::Reload(absl::string_view module) {
   auto it = modules_.find(module);
@@ -149,66 +159,51 @@ kj::Promise<absl::StatusOr<uint64_t>> Supervisor::Reload(absl::string_view modul
   m.reloading = true;
   const uint64_t number = m.next_generation++;
   LogEvent("reload_started", {{"module", m.config.name}, {"generation", absl::StrCat(number)}});
-  auto paf = kj::newPromiseAndCrossThreadFulfiller<kj::Own<BuildResult>>();
-  // std::thread needs a callable with a noexcept destructor; kj::Own's is not.
-  struct FulfillerBox {
-    kj::Own<kj::CrossThreadPromiseFulfiller<kj::Own<BuildResult>>> fulfiller;
-    ~FulfillerBox() noexcept {}
-  };
-  auto box = std::make_shared<FulfillerBox>();
-  box->fulfiller = kj::mv(paf.fulfiller);
-  m.build_thread = std::thread([box, config = m.config, number, helpers = helpers_]() {
-    box->fulfiller->fulfill(kj::heap<BuildResult>(
-        BuildResult{BuildHeap(config, number, helpers, config.build_timeout_ms)}));
-  });
-  return paf.promise.then([this, &m](kj::Own<BuildResult> built) -> absl::StatusOr<uint64_t> {
-    m.build_thread.join();
+  auto fail = [this, &m](absl::Status s) {
     m.reloading = false;
-    absl::StatusOr<std::unique_ptr<Generation>> generation =
-        built->heap.ok() ? Generation::Start(m.config, *std::move(built->heap), helpers_, 10000)
-                         : absl::StatusOr<std::unique_ptr<Generation>>(built->heap.status());
-    if (!generation.ok() || stopping_) {
-      absl::Status s = stopping_ ? absl::UnavailableError("the host is stopping")
-                                 : generation.status();
-      m.reload_error = std::string(s.message());
-      LogEvent("reload_failed", {{"module", m.config.name}, {"error", s.message()}});
-      return s;
-    }
-    std::unique_ptr<Generation> old = std::move(m.generation);
-    m.generation = *std::move(generation);
-    const uint64_t number = m.generation->number();
-    uint32_t started = 0;
-    absl::Status spawn_error;
-    for (uint32_t i = 0; i < m.config.workers; ++i) {
-      if (auto s = SpawnWorker(m); s.ok()) {
-        ++started;
-      } else {
-        spawn_error = s;
-      }
-    }
-    if (started == 0) {  // keep serving from the old generation
-      for (auto& w : m.workers) {
-        if (w->generation == number) StopWorker(*w);
-      }
-      m.retiring.push_back(std::move(m.generation));
-      m.generation = std::move(old);
-      m.reload_error = std::string(spawn_error.message());
-      LogEvent("reload_failed", {{"module", m.config.name}, {"error", spawn_error.message()}});
-      return spawn_error;
-    }
-    m.reload_error.clear();
-    m.failed = false;
-    for (auto& w : m.workers) {
-      if (w->generation != number) w->retiring = true;
-    }
-    if (old) m.retiring.push_back(std::move(old));
-    RetireIdle(m);
-    PruneRetiredGenerations(m);
-    LogEvent("reload_done", {{"module", m.config.name},
-                             {"generation", absl::StrCat(number)},
-                             {"heap_bytes", absl::StrCat(m.generation->heap().segment_bytes)}});
-    return number;
-  });
+    if (stopping_) s = absl::UnavailableError("the host is stopping");
+    m.reload_error = std::string(s.message());
+    LogEvent(LogLevel::kWarn, "reload_failed", {{"module", m.config.name}, {"error", s.message()}});
+    return s;
+  };
+  return LoadGeneration(m, number)
+      .then([this, &m, fail](absl::StatusOr<std::unique_ptr<Generation>> generation)
+                -> kj::Promise<absl::StatusOr<uint64_t>> {
+        if (!generation.ok() || stopping_) {
+          return absl::StatusOr<uint64_t>(fail(generation.status()));
+        }
+        m.starting = *std::move(generation);
+        return SpawnWorkers(m, *m.starting, m.config.workers)
+            .then([this, &m, fail](std::pair<uint32_t, absl::Status> spawned)
+                      -> absl::StatusOr<uint64_t> {
+              const uint64_t number = m.starting->number();
+              if (spawned.first == 0 || stopping_) {  // keep serving from the old generation
+                for (auto& w : m.workers) {
+                  if (w->generation == number) StopWorker(*w);
+                }
+                m.retiring.push_back(std::move(m.starting));
+                PruneRetiredGenerations(m);
+                return fail(spawned.second);
+              }
+              m.reloading = false;
+              std::unique_ptr<Generation> old = std::move(m.generation);
+              m.generation = std::move(m.starting);
+              m.reload_error.clear();
+              m.failed = false;
+              for (auto& w : m.workers) {
+                if (w->generation != number) w->retiring = true;
+              }
+              if (old) m.retiring.push_back(std::move(old));
+              RetireIdle(m);
+              PruneRetiredGenerations(m);
+              LogEvent("reload_done",
+                       {{"module", m.config.name},
+                        {"generation", absl::StrCat(number)},
+                        {"heap_bytes", absl::StrCat(m.generation->heap().segment_bytes)}});
+              Dispatch(m);
+              return number;
+            });
+      });
 }
 
 void Supervisor::ReloadAll() {
@@ -224,7 +219,11 @@ kj::Promise<absl::StatusOr<uint64_t>> Supervisor::Restart(absl::string_view modu
         absl::NotFoundError(absl::StrCat("no module named '", module, "'")));
   }
   Module& m = *it->second;
-  if (!m.generation) {  // never built: build it now
+  if (!m.generation || !m.generation->zygote_end().empty()) {
+    // Never built, or its zygote is gone: a new generation.
+    m.failed = false;
+    m.failed_reason.clear();
+    m.restarts.clear();
     return Reload(module).then([&m](absl::StatusOr<uint64_t> r) -> absl::StatusOr<uint64_t> {
       if (!r.ok()) return r.status();
       return m.config.workers;
@@ -237,18 +236,13 @@ kj::Promise<absl::StatusOr<uint64_t>> Supervisor::Restart(absl::string_view modu
     w->retiring = true;
     if (w->state == Worker::State::kReady && !w->fulfiller) StopWorker(*w);
   }
-  uint32_t started = 0;
-  absl::Status error;
-  for (uint32_t i = 0; i < m.config.workers; ++i) {
-    if (auto s = SpawnWorker(m); s.ok()) {
-      ++started;
-    } else {
-      error = s;
-    }
-  }
-  LogEvent("module_restarted", {{"module", m.config.name}, {"workers", absl::StrCat(started)}});
-  if (started == 0) return absl::StatusOr<uint64_t>(error);
-  return absl::StatusOr<uint64_t>(started);
+  return SpawnWorkers(m, *m.generation, m.config.workers)
+      .then([&m](std::pair<uint32_t, absl::Status> spawned) -> absl::StatusOr<uint64_t> {
+        LogEvent("module_restarted",
+                 {{"module", m.config.name}, {"workers", absl::StrCat(spawned.first)}});
+        if (spawned.first == 0) return spawned.second;
+        return uint64_t{spawned.first};
+      });
 }
 
 void Supervisor::StopWorker(Worker& w) {
@@ -295,51 +289,92 @@ bool IsBuildFailure(const absl::Status& s) {
 }
 }  // namespace
 
-absl::Status Supervisor::Start() {
-  size_t failed = 0;
-  absl::Status last_failure;
+kj::Promise<absl::Status> Supervisor::Start() {
+  auto loads = kj::heapArrayBuilder<kj::Promise<absl::Status>>(config_.modules.size());
   for (const ModuleConfig& mc : config_.modules) {
     auto m = std::make_unique<Module>();
     m->config = mc;
     m->ring_capacity = mc.ring_bytes;
     Module& ref = *m;
     modules_.emplace(mc.name, std::move(m));
-    auto gen = Generation::Create(mc, ref.next_generation++, helpers_, mc.build_timeout_ms);
-    if (!gen.ok()) {
-      if (!IsBuildFailure(gen.status())) return gen.status();
-      ref.failed = true;
-      ref.failed_reason = std::string(
-          absl::StripPrefix(gen.status().message(), absl::StrCat("module '", mc.name, "': ")));
-      LogEvent("module_failed", {{"module", mc.name}, {"reason", ref.failed_reason}});
-      last_failure = gen.status();
+    loads.add(LoadGeneration(ref, ref.next_generation++)
+                  .then([this, &ref](absl::StatusOr<std::unique_ptr<Generation>> gen)
+                            -> kj::Promise<absl::Status> {
+                    const ModuleConfig& mc = ref.config;
+                    if (!gen.ok()) {
+                      // A build that failed on its own terms (crash, throw, time limit, heap
+                      // full) fails only its module; a plugin or config that cannot work at
+                      // all stops startup.
+                      if (!IsBuildFailure(gen.status())) return gen.status();
+                      ref.failed = true;
+                      ref.failed_reason = std::string(absl::StripPrefix(
+                          gen.status().message(), absl::StrCat("module '", mc.name, "': ")));
+                      LogEvent(LogLevel::kError, "module_failed",
+                               {{"module", mc.name}, {"reason", ref.failed_reason}});
+                      return absl::Status(gen.status().code(), std::string(gen.status().message()));
+                    }
+                    ref.generation = *std::move(gen);
+                    const auto& heap = ref.generation->heap();
+                    LogEvent("module_loaded",
+                             {{"module", mc.name},
+                              {"version", heap.module_version},
+                              {"generation", absl::StrCat(heap.generation)},
+                              {"heap_bytes", absl::StrCat(heap.segment_bytes)},
+                              {"checksum", absl::StrCat(absl::Hex(heap.checksum))}});
+                    return SpawnWorkers(ref, *ref.generation, mc.workers)
+                        .then([&ref](std::pair<uint32_t, absl::Status> spawned) {
+                          if (spawned.first < ref.config.workers) return spawned.second;
+                          return absl::OkStatus();
+                        });
+                  }));
+  }
+  return kj::joinPromises(loads.finish()).then([this](kj::Array<absl::Status> results) {
+    size_t failed = 0;
+    absl::Status last_failure;
+    for (auto& r : results) {
+      if (r.ok()) continue;
+      if (!IsBuildFailure(r)) return r;
       ++failed;
-      continue;
+      last_failure = r;
     }
-    ref.generation = *std::move(gen);
-    const auto& heap = ref.generation->heap();
-    LogEvent("module_loaded", {{"module", mc.name},
-                               {"version", heap.module_version},
-                               {"generation", absl::StrCat(heap.generation)},
-                               {"heap_bytes", absl::StrCat(heap.segment_bytes)},
-                               {"checksum", absl::StrCat(absl::Hex(heap.checksum))}});
-    for (uint32_t i = 0; i < mc.workers; ++i) {
-      if (auto s = SpawnWorker(ref); !s.ok()) return s;
+    tasks_.add(MaintenanceLoop());
+    if (failed == results.size()) {
+      return absl::Status(last_failure.code(), absl::StrCat("no module could be built; last: ",
+                                                            last_failure.message()));
     }
-  }
-  tasks_.add(MaintenanceLoop());
-  if (failed == config_.modules.size()) {
-    return absl::Status(last_failure.code(),
-                        absl::StrCat("no module could be built; last: ", last_failure.message()));
-  }
-  return absl::OkStatus();
+    return absl::OkStatus();
+  });
 }
 
-absl::Status Supervisor::SpawnWorker(Module& m) {
-  if (!m.generation) return absl::FailedPreconditionError("module has no generation");
+Supervisor::Worker* Supervisor::FindWorker(Module& m, uint64_t id) {
+  for (auto& w : m.workers) {
+    if (w->id == id) return w.get();
+  }
+  return nullptr;
+}
+
+Generation* Supervisor::FindGeneration(Module& m, uint64_t number) {
+  if (m.generation && m.generation->number() == number) return m.generation.get();
+  if (m.starting && m.starting->number() == number) return m.starting.get();
+  for (auto& g : m.retiring) {
+    if (g->number() == number) return g.get();
+  }
+  return nullptr;
+}
+
+uint32_t Supervisor::StartingWorkers(const Module& m) const {
+  uint32_t n = 0;
+  for (const auto& w : m.workers) {
+    if (w->state == Worker::State::kStarting && w->end_cause.empty() && !w->retiring) ++n;
+  }
+  return n;
+}
+
+kj::Promise<absl::Status> Supervisor::SpawnWorker(Module& m, Generation& gen) {
   auto w = std::make_unique<Worker>();
   w->id = next_worker_id_++;
   w->module = &m;
-  w->generation = m.generation->number();
+  w->generation = gen.number();
   auto ring = shm::RingFile::Create(absl::StrCat("mp-ring.", m.config.name, ".w", w->id),
                                     m.ring_capacity, m.ring_capacity,
                                     m.config.max_message_bytes);
@@ -352,39 +387,63 @@ absl::Status Supervisor::SpawnWorker(Module& m) {
   w->doorbell = std::make_unique<shm::Doorbell>(*std::move(bell));
   w->requests = w->ring->RequestWriter();
   w->responses = w->ring->ResponseReader();
+  auto output = helpers_.output.Open(m.config.name, "worker");
+  if (!output.ok()) return output.status();
   const uint64_t address_space =
-      m.generation->heap().segment_bytes + 2 * w->ring->segment().size() +
-      m.config.worker_memory_bytes;
-  auto pid = m.generation->Spawn(w->id, w->ring->segment().fd(), w->doorbell->fd(),
-                                 address_space, m.config.spin_iterations);
-  if (!pid.ok()) return pid.status();
-  if (!IsOurChild(*pid)) {
-    return absl::DataLossError(absl::StrCat("module '", m.config.name,
-                                            "': zygote reported pid ", *pid,
-                                            ", which is not a child of the host"));
-  }
-  auto pidfd = OpenPidfd(*pid);
-  if (!pidfd.ok()) return pidfd.status();
-  w->pid = *pid;
-  w->pidfd = *std::move(pidfd);
-  w->started_unix_ms = NowUnixMs();
-  w->last_active_ms = w->started_unix_ms;
-  w->restarts_before = m.restarts_total;
-  if (const uint64_t n = m.config.recycle_after_calls; n > 0) {
-    w->recycle_at = n + jitter_rng_() % (n / 10 + 1);
-  }
-  w->bell_observer = kj::heap<kj::UnixEventPort::FdObserver>(
-      io_.unixEventPort, w->doorbell->fd(), kj::UnixEventPort::FdObserver::OBSERVE_READ);
-  w->exit_observer = kj::heap<kj::UnixEventPort::FdObserver>(
-      io_.unixEventPort, w->pidfd.get(), kj::UnixEventPort::FdObserver::OBSERVE_READ);
-  Worker& ref = *w;
-  w->watches = WatchDoorbell(ref).exclusiveJoin(WatchExit(ref)).eagerlyEvaluate(nullptr);
-  LogEvent("worker_started", {{"module", m.config.name},
-                              {"pid", absl::StrCat(ref.pid)},
-                              {"generation", absl::StrCat(ref.generation)}});
+      gen.heap().segment_bytes + 2 * w->ring->segment().size() + m.config.worker_memory_bytes;
+  const uint64_t id = w->id;
+  const uint64_t number = gen.number();
+  auto spawned = gen.Spawn(id, w->ring->segment().fd(), w->doorbell->fd(),
+                           output->write_end.get(), address_space, m.config.spin_iterations);
+  output->write_end.reset();  // the worker has its own copy now
   m.workers.push_back(std::move(w));
-  Dispatch(m);
-  return absl::OkStatus();
+  return spawned.then([this, &m, id, number, stream = output->id](
+                          absl::StatusOr<SpawnedWorker> spawned) -> absl::Status {
+    Worker* w = FindWorker(m, id);
+    Generation* gen = FindGeneration(m, number);
+    if (!spawned.ok() || w == nullptr || gen == nullptr) {
+      if (w != nullptr) {
+        std::erase_if(m.workers, [id](const auto& other) { return other->id == id; });
+        PruneRetiredGenerations(m);
+      }
+      if (!spawned.ok()) return spawned.status();
+      SignalChild(spawned->pidfd.get(), SIGKILL);  // given up on while it started
+      return absl::CancelledError("the worker was no longer wanted");
+    }
+    w->pid = spawned->pid;
+    w->helper_pid = spawned->helper_pid;
+    w->pidfd = std::move(spawned->pidfd);
+    helpers_.output.SetPid(stream, w->pid);
+    w->started_unix_ms = NowUnixMs();
+    w->last_active_ms = w->started_unix_ms;
+    w->restarts_before = m.restarts_total;
+    if (const uint64_t n = m.config.recycle_after_calls; n > 0) {
+      w->recycle_at = n + jitter_rng_() % (n / 10 + 1);
+    }
+    w->bell_observer = kj::heap<kj::UnixEventPort::FdObserver>(
+        io_.unixEventPort, w->doorbell->fd(), kj::UnixEventPort::FdObserver::OBSERVE_READ);
+    w->watches = WatchDoorbell(*w).exclusiveJoin(WatchExit(*w, *gen)).eagerlyEvaluate(nullptr);
+    LogEvent("worker_started", {{"module", m.config.name},
+                                {"pid", absl::StrCat(w->pid)},
+                                {"generation", absl::StrCat(w->generation)}});
+    if (!w->end_cause.empty()) {
+      SignalChild(w->pidfd.get(), SIGKILL);  // ended while it started: its exit cleans up
+    } else if (w->state == Worker::State::kStarting) {
+      w->state = Worker::State::kReady;
+      if (w->retiring) StopWorker(*w);
+    }
+    Dispatch(m);
+    return absl::OkStatus();
+  });
+}
+
+void Supervisor::SpawnInBackground(Module& m) {
+  if (!m.generation) return;
+  tasks_.add(SpawnWorker(m, *m.generation).then([&m](absl::Status s) {
+    if (!s.ok() && !absl::IsCancelled(s)) {
+      LogEvent(LogLevel::kWarn, "worker_spawn_failed", {{"module", m.config.name}, {"error", s.message()}});
+    }
+  }));
 }
 
 kj::Promise<void> Supervisor::WatchDoorbell(Worker& w) {
@@ -397,8 +456,8 @@ kj::Promise<void> Supervisor::WatchDoorbell(Worker& w) {
   });
 }
 
-kj::Promise<void> Supervisor::WatchExit(Worker& w) {
-  return w.exit_observer->whenBecomesReadable().then([this, &w]() { OnWorkerExit(w); });
+kj::Promise<void> Supervisor::WatchExit(Worker& w, Generation& gen) {
+  return gen.WhenExited(w.helper_pid).then([this, &w](ExitInfo exit) { OnWorkerExit(w, exit); });
 }
 
 CallResult Supervisor::HostError(uint16_t status, absl::string_view module,
@@ -487,14 +546,10 @@ void Supervisor::Dispatch(Module& m) {
     if (idle == nullptr) {
       // All busy: grow the pool, one worker per waiting call, up to maxWorkers.
       if (m.generation && !m.failed && !stopping_ && LiveWorkers(m) < m.config.max_workers &&
-          m.spawning < m.queue.size()) {
-        ++m.spawning;
-        absl::Status s = SpawnWorker(m);  // dispatches to the new worker itself
-        --m.spawning;
-        if (!s.ok()) {
-          LogEvent("worker_spawn_failed", {{"module", m.config.name}, {"error", s.message()}});
-          return;
-        }
+          StartingWorkers(m) < m.queue.size()) {
+        const size_t before = m.workers.size();
+        SpawnInBackground(m);  // dispatches once the new worker is ready
+        if (m.workers.size() == before) return;  // could not even begin: try on the next event
         continue;
       }
       return;
@@ -515,11 +570,7 @@ void Supervisor::Recycle(Worker& w, absl::string_view why) {
     w.retiring = true;
     StopWorker(w);
   }
-  if (!stopping_ && m.generation && LiveWorkers(m) < m.config.workers) {
-    if (auto s = SpawnWorker(m); !s.ok()) {
-      LogEvent("worker_spawn_failed", {{"module", m.config.name}, {"error", s.message()}});
-    }
-  }
+  if (!stopping_ && m.generation && LiveWorkers(m) < m.config.workers) SpawnInBackground(m);
 }
 
 void Supervisor::Maintain() {
@@ -599,7 +650,12 @@ absl::Status Supervisor::Scale(absl::string_view module, uint32_t min, uint32_t 
     }
   }
   while (m.generation && !m.failed && LiveWorkers(m) < min) {
-    if (auto s = SpawnWorker(m); !s.ok()) return s;
+    const size_t before = m.workers.size();
+    SpawnInBackground(m);
+    if (m.workers.size() == before) {
+      return absl::ResourceExhaustedError(
+          absl::StrCat("scale ", module, ": could not start a worker (see the log)"));
+    }
   }
   return absl::OkStatus();
 }
@@ -844,6 +900,12 @@ void Supervisor::DrainResponses(Worker& w) {
       result = HostError(500, m.config.name,
                          absl::StrCat("module '", m.config.name, "': ", decoded->error_message));
       ++w.errors;
+    } else if (auto allowed = ApplyReplyRules(decoded->status, &decoded->headers); !allowed.ok()) {
+      // The module may choose its status and headers, never the HTTP framing.
+      result = HostError(502, m.config.name,
+                         absl::StrCat("module '", m.config.name,
+                                      "' gave a reply that cannot go out: ", allowed.message()));
+      ++w.errors;
     } else {
       result.status = decoded->status;
       result.headers = std::move(decoded->headers);
@@ -879,13 +941,13 @@ void Supervisor::EndWorker(Worker& w, std::string cause, uint16_t status) {
 std::string DescribeExit(const std::optional<ExitInfo>& exit, const shm::RingFileHeader* ring,
                          std::string* forbidden) {
   if (!exit) return "exited";
-  if (exit->signal == 0 && exit->exit_code == microproc::kAbortExit) {
+  if (exit->signal == 0 && exit->exit_code == microproc::kExitAbort) {
     return "killed by SIGABRT (abort)";
   }
-  if (exit->signal == 0 && exit->exit_code == microproc::kOutOfMemoryExit) {
+  if (exit->signal == 0 && exit->exit_code == microproc::kExitOutOfMemory) {
     return "ran out of memory (its address-space limit)";
   }
-  if (exit->signal == 0 && exit->exit_code == microproc::kForbiddenSyscallExit) {
+  if (exit->signal == 0 && exit->exit_code == microproc::kExitForbiddenSyscall) {
     const int32_t nr = ring->worker.forbidden_syscall.load(std::memory_order_acquire);
     if (nr >= 0 && nr < 4096) {
       *forbidden = microproc::SyscallName(nr);
@@ -895,8 +957,8 @@ std::string DescribeExit(const std::optional<ExitInfo>& exit, const shm::RingFil
   return exit->Describe();
 }
 
-void Supervisor::OnWorkerExit(Worker& w) {
-  auto exit = TryReap(w.pidfd.get());
+void Supervisor::OnWorkerExit(Worker& w, const ExitInfo& exit_info) {
+  const std::optional<ExitInfo> exit = exit_info;
   Module& m = *w.module;
   std::string forbidden;
   const std::string described = DescribeExit(exit, w.ring->header(), &forbidden);
@@ -929,9 +991,9 @@ void Supervisor::OnWorkerExit(Worker& w) {
     label = "operator";
   } else if (cause == "retired") {
     label = "retired";
-  } else if (exit && exit->signal == 0 && exit->exit_code == microproc::kOutOfMemoryExit) {
+  } else if (exit && exit->signal == 0 && exit->exit_code == microproc::kExitOutOfMemory) {
     label = "memory";
-  } else if (exit && (exit->signal != 0 || exit->exit_code == microproc::kAbortExit)) {
+  } else if (exit && (exit->signal != 0 || exit->exit_code == microproc::kExitAbort)) {
     label = "signal";
   }
   ++m.exits_by_cause[label];
@@ -981,12 +1043,13 @@ void Supervisor::ScheduleRestart(Module& m) {
   const int64_t base = std::min<int64_t>(25ll << std::min<size_t>(m.restarts.size(), 7), 2000);
   const int64_t jitter = base / 4 > 0 ? static_cast<int64_t>(jitter_rng_() % (base / 2 + 1)) - base / 4 : 0;
   const auto delay = (base + jitter) * kj::MILLISECONDS;
-  tasks_.add(timer_.afterDelay(delay).then([this, &m]() {
-    if (stopping_ || m.failed || !m.generation) return;
-    if (auto s = SpawnWorker(m); !s.ok()) {
-      LogEvent("worker_spawn_failed", {{"module", m.config.name}, {"error", s.message()}});
+  tasks_.add(timer_.afterDelay(delay).then([this, &m]() -> kj::Promise<void> {
+    if (stopping_ || m.failed || !m.generation) return kj::READY_NOW;
+    return SpawnWorker(m, *m.generation).then([this, &m](absl::Status s) {
+      if (s.ok() || absl::IsCancelled(s) || stopping_) return;
+      LogEvent(LogLevel::kWarn, "worker_spawn_failed", {{"module", m.config.name}, {"error", s.message()}});
       ScheduleRestart(m);
-    }
+    });
   }));
 }
 
@@ -1029,7 +1092,9 @@ bool Supervisor::Ready() const {
   if (stopping_ || draining_) return false;
   for (const auto& [name, m] : modules_) {
     bool any = false;
-    for (const auto& w : m->workers) any = any || w->end_cause.empty();
+    for (const auto& w : m->workers) {
+      any = any || (w->end_cause.empty() && w->state != Worker::State::kStarting);
+    }
     if (!any || m->failed) return false;
   }
   return true;
@@ -1040,6 +1105,7 @@ std::vector<WorkerSnapshot> Supervisor::Workers(bool with_memory) const {
   std::vector<WorkerSnapshot> out;
   for (const auto& [name, m] : modules_) {
     for (const auto& w : m->workers) {
+      if (w->state == Worker::State::kStarting) continue;  // not a process of ours yet
       const char* state = w->state == Worker::State::kReady  ? "ready"
                           : w->state == Worker::State::kBusy ? "busy"
                                                              : "stopping";
@@ -1234,6 +1300,30 @@ std::string Supervisor::MetricsText() const {
                     m->ring_violations, "\n");
   }
   absl::StrAppend(&out,
+                  "# HELP mphost_module_output_lines_total Lines module code wrote to stderr "
+                  "that the host logged.\n"
+                  "# TYPE mphost_module_output_lines_total counter\n");
+  for (const auto& [name, m] : modules_) {
+    absl::StrAppend(&out, "mphost_module_output_lines_total{module=\"", name, "\"} ",
+                    helpers_.output.ForModule(name).lines, "\n");
+  }
+  absl::StrAppend(&out,
+                  "# HELP mphost_module_output_dropped_lines_total Lines of module stderr "
+                  "dropped past the per-process rate limit.\n"
+                  "# TYPE mphost_module_output_dropped_lines_total counter\n");
+  for (const auto& [name, m] : modules_) {
+    absl::StrAppend(&out, "mphost_module_output_dropped_lines_total{module=\"", name, "\"} ",
+                    helpers_.output.ForModule(name).dropped_lines, "\n");
+  }
+  absl::StrAppend(&out,
+                  "# HELP mphost_module_output_dropped_bytes_total Bytes of module stderr "
+                  "dropped past the per-process rate limit.\n"
+                  "# TYPE mphost_module_output_dropped_bytes_total counter\n");
+  for (const auto& [name, m] : modules_) {
+    absl::StrAppend(&out, "mphost_module_output_dropped_bytes_total{module=\"", name, "\"} ",
+                    helpers_.output.ForModule(name).dropped_bytes, "\n");
+  }
+  absl::StrAppend(&out,
                   "# HELP mphost_heap_bytes Size of the module's sealed heap segment.\n"
                   "# TYPE mphost_heap_bytes gauge\n");
   for (const auto& [name, m] : modules_) {
@@ -1267,25 +1357,27 @@ void Supervisor::StopAll() {
       }
     }
     for (auto& w : m->workers) {
-      if (!w->pidfd) continue;
-      ExitInfo e = ReapWithin(w->pidfd.get(), 2000);
       if (w->fulfiller) {
         w->fulfiller->fulfill(HostError(503, name, "the host is shutting down"));
         w->fulfiller = nullptr;
       }
-      LogEvent("worker_exit", {{"module", name}, {"pid", absl::StrCat(w->pid)},
-                               {"cause", absl::StrCat("host stopping; ", e.Describe())}});
+      if (!w->pidfd) continue;
+      // Not our child (its generation's init reaps it): wait for it to be gone.
+      const bool gone = AwaitExitWithin(w->pidfd.get(), 2000);
+      LogEvent("worker_exit", {{"module", name},
+                               {"pid", absl::StrCat(w->pid)},
+                               {"cause", gone ? "host stopping" : "host stopping; did not exit"}});
       // Observers unregister from epoll on destruction: before their fds close.
       w->watches = nullptr;
-      w->exit_observer = nullptr;
       w->bell_observer = nullptr;
       w->pidfd.reset();
     }
     m->workers.clear();
-    if (m->build_thread.joinable()) m->build_thread.join();
     m->retiring.clear();
-    m->generation.reset();  // closes the zygote's socket and reaps it
+    m->starting.reset();
+    m->generation.reset();  // kills each generation's init, and whatever is left with it
   }
+  helpers_.reaper.ReapAll(2000);
 }
 
 }  // namespace mp::host

@@ -106,12 +106,14 @@ struct ModuleSnapshot {
 
 class Supervisor : private kj::TaskSet::ErrorHandler {
  public:
-  Supervisor(kj::AsyncIoContext& io, HostConfig config, HelperPaths helpers);
+  // `helpers` (launcher, module output, reaper) must outlive the supervisor.
+  Supervisor(kj::AsyncIoContext& io, HostConfig config, HelperEnv& helpers);
   ~Supervisor();
 
-  // Builds every module's heap, starts its zygote and its workers. Blocks (startup only).
-  // Fails with the first module that cannot be loaded; the message names it and the cause.
-  absl::Status Start();
+  // Builds every module's heap, starts its zygote and its workers, all modules at once, on the
+  // event loop. Resolves once every module is serving or has failed; fails with the first
+  // module that cannot be loaded at all (the message names it and the cause).
+  kj::Promise<absl::Status> Start();
 
   // Runs one call on `module`. Always resolves (never throws): unknown module → 404, body too
   // large → 413, worker died → 502, deadline → 504, module failed → 503.
@@ -177,7 +179,20 @@ class Supervisor : private kj::TaskSet::ErrorHandler {
     kj::TimePoint received;  // for the latency histogram (queueing included)
   };
 
-  absl::Status SpawnWorker(Module& m);
+  // Starts a worker of generation `gen` of `m`: it joins m.workers at once (starting), and is
+  // ready when the promise resolves OK. Never throws.
+  kj::Promise<absl::Status> SpawnWorker(Module& m, Generation& gen);
+  // Starts a worker of the current generation and only logs a failure.
+  void SpawnInBackground(Module& m);
+  // BuildHeap then Generation::Start.
+  kj::Promise<absl::StatusOr<std::unique_ptr<Generation>>> LoadGeneration(Module& m,
+                                                                         uint64_t number);
+  // Starts `n` workers of `gen`; resolves to how many started and the last error.
+  kj::Promise<std::pair<uint32_t, absl::Status>> SpawnWorkers(Module& m, Generation& gen,
+                                                              uint32_t n);
+  Generation* FindGeneration(Module& m, uint64_t number);
+  Worker* FindWorker(Module& m, uint64_t id);
+  uint32_t StartingWorkers(const Module& m) const;
   void Dispatch(Module& m);
   void Send(Worker& w, Pending p);
   // Writes more of `w`'s chunked call, as far as the ring has room.
@@ -190,7 +205,7 @@ class Supervisor : private kj::TaskSet::ErrorHandler {
   void CancelCall(Worker& w, uint32_t timeout_ms);
   // Kills `w` (the exit watch cleans up) and answers its call with `status` and the cause.
   void EndWorker(Worker& w, std::string cause, uint16_t status = 502);
-  void OnWorkerExit(Worker& w);
+  void OnWorkerExit(Worker& w, const ExitInfo& exit);
   void ScheduleRestart(Module& m);
   void RetireIdle(Module& m);
   uint32_t LiveWorkers(const Module& m) const;
@@ -201,14 +216,14 @@ class Supervisor : private kj::TaskSet::ErrorHandler {
   void PruneRetiredGenerations(Module& m);
   void StopWorker(Worker& w);
   kj::Promise<void> WatchDoorbell(Worker& w);
-  kj::Promise<void> WatchExit(Worker& w);
+  kj::Promise<void> WatchExit(Worker& w, Generation& gen);
   CallResult HostError(uint16_t status, absl::string_view module, absl::string_view message);
   void Count(Module& m, uint16_t status);
 
   kj::AsyncIoContext& io_;
   kj::Timer& timer_;
   HostConfig config_;
-  HelperPaths helpers_;
+  HelperEnv& helpers_;
   std::map<std::string, std::unique_ptr<Module>, std::less<>> modules_;
   kj::TaskSet tasks_;
   uint64_t next_worker_id_ = 1;

@@ -1,10 +1,14 @@
-// mp-builder: runs one module's build function in a process of its own, so that module code
-// never runs in the supervisor. The supervisor execs it with
-//   fd 3: a pipe for the one-line result ("ok VERSION" or "error MESSAGE")
-//   fd 4: the heap memfd, unsealed
-// and argv: --module NAME --plugin PATH [--option KEY=VALUE]...
-// On success the data region and the header's root table are filled; the supervisor then
-// validates, checksums and seals.
+// mp-builder: runs one module's build function in a helper of its own, so that module code
+// never runs in the supervisor. The supervisor starts it in namespaces of its own
+// (host/helper_launcher.h) with
+//   fd 2: a pipe for its stderr     fd 3: the control socket (SOCK_SEQPACKET)
+//   fd 4: the heap memfd, unsealed  fd 5: the init socket    fd 6: the plugin, a sealed memfd
+//   fd 7...: the data files named in the spec, read-only
+// and argv only its process title. Its init forks the stage, which receives the HelperSpec,
+// maps the heap and data files, enters the load sandbox, loads the plugin, tightens the
+// sandbox and calls build; it sends one BuildResult. When the stage ends, init exits, and
+// everything the module started ends with it. On success the data region and the header's
+// root table are filled; the supervisor then validates, checksums and seals.
 #include <sys/mman.h>
 #include <unistd.h>
 
@@ -12,25 +16,33 @@
 #include <cstring>
 #include <map>
 #include <set>
-#include <vector>
 #include <string>
+#include <vector>
 
 #include "absl/strings/str_cat.h"
+#include "absl/strings/str_replace.h"
+#include "microproc/helper_init.h"
+#include "microproc/helper_protocol.h"
+#include "microproc/helper_spec.h"
+#include "microproc/helper_stage.h"
 #include "microproc/plugin.h"
 #include "microproc/sandbox.h"
-#include "microproc/zygote_protocol.h"
 #include "shm/heap_layout.h"
 #include "shm/segment.h"
 
+namespace mp::microproc {
 namespace {
 
-using mp::shm::HeapHeader;
+using shm::HeapHeader;
 
 struct DataFile {
   const void* data = nullptr;
   uint64_t size = 0;
 };
 
+// What the module's build reaches through mp_build_ctx. Module code holds a pointer to it
+// (ctx->host) and can scribble on it: nothing here is trusted once build() has run, except
+// as this process's own report.
 struct BuildState {
   mp_build_ctx ctx;
   HeapHeader* header;
@@ -45,9 +57,9 @@ BuildState* From(mp_build_ctx* ctx) { return static_cast<BuildState*>(ctx->host)
 
 int SetRoot(mp_build_ctx* ctx, const char* name, uint64_t offset, uint64_t size) {
   HeapHeader* h = From(ctx)->header;
-  if (h->root_count >= mp::shm::kMaxHeapRoots) return -1;
-  if (std::strlen(name) >= mp::shm::kHeapRootNameBytes) return -1;
-  mp::shm::HeapRoot& r = h->roots[h->root_count++];
+  if (h->root_count >= shm::kMaxHeapRoots) return -1;
+  if (std::strlen(name) >= shm::kHeapRootNameBytes) return -1;
+  shm::HeapRoot& r = h->roots[h->root_count++];
   std::memset(r.name, 0, sizeof r.name);
   std::memcpy(r.name, name, std::strlen(name));
   r.offset = offset;
@@ -78,66 +90,43 @@ int GetDataFile(mp_build_ctx* ctx, const char* name, const void** data, uint64_t
 
 void Fail(mp_build_ctx* ctx, const char* message) { From(ctx)->failure = message ? message : ""; }
 
-// Result kinds: "ok VERSION"; "invalid MESSAGE" (the plugin or the setup is unusable: a
-// configuration error); "error MESSAGE" (the module's build failed).
-enum class Result { kOk, kInvalid, kError };
-
-[[noreturn]] void Report(Result kind, const std::string& text) {
-  std::string flat = text;
-  for (char& c : flat) {
-    if (c == '\n') c = ' ';  // one line, whatever the module said
-  }
-  const char* tag = kind == Result::kOk ? "ok " : kind == Result::kInvalid ? "invalid " : "error ";
-  std::string line = absl::StrCat(tag, flat, "\n");
-  ssize_t unused = ::write(mp::microproc::kHelperSocketFd, line.data(), line.size());
+// Sends the one result and exits.
+[[noreturn]] void Report(BuildOutcome outcome, absl::string_view text) {
+  BuildResult result{};
+  result.kind = MessageKind::kBuildResult;
+  result.outcome = outcome;
+  text.copy(result.text, sizeof result.text - 1);
+  ssize_t unused = ::write(kHelperSocketFd, &result, sizeof result);
   (void)unused;
-  _exit(kind == Result::kOk ? 0 : 1);
+  _exit(outcome == BuildOutcome::kOk ? kExitOk : kExitFailed);
 }
 
-}  // namespace
-
-int main(int argc, char** argv) {
-  std::string module, plugin;
+int Stage() {
+  auto spec = ReceiveStageSpec(kHelperSocketFd, 10000);
+  if (!spec.ok()) Report(BuildOutcome::kInvalid, absl::StrCat("mp-builder: ", spec.status().message()));
+  const std::string& module = spec->module;
   BuildState state{};
-  std::map<std::string, int> data_fds;
-  for (int i = 1; i + 1 < argc; i += 2) {
-    std::string flag = argv[i], value = argv[i + 1];
-    if (flag == "--module") {
-      module = value;
-    } else if (flag == "--plugin") {
-      plugin = value;
-    } else if (flag == "--option") {
-      auto eq = value.find('=');
-      state.options[value.substr(0, eq)] = eq == std::string::npos ? "" : value.substr(eq + 1);
-    } else if (flag == "--data") {
-      auto eq = value.find('=');
-      if (eq == std::string::npos) Report(Result::kInvalid, "mp-builder: --data needs NAME=FD");
-      data_fds[value.substr(0, eq)] = std::atoi(value.c_str() + eq + 1);
-    } else {
-      Report(Result::kInvalid, absl::StrCat("mp-builder: unknown flag ", flag));
-    }
-  }
-  if (module.empty() || plugin.empty()) Report(Result::kInvalid, "mp-builder: --module and --plugin are required");
-  for (auto s : {mp::microproc::SetParentDeathSignal(), mp::microproc::SetNoNewPrivs(),
-                 mp::microproc::ApplyRlimits(0, 64)}) {
-    if (!s.ok()) Report(Result::kInvalid, std::string(s.message()));
-  }
+  for (const auto& [key, value] : spec->options) state.options[key] = value;
 
-  auto heap = mp::shm::Segment::Adopt(mp::UniqueFd(mp::microproc::kHelperHeapFd), "heap");
-  if (!heap.ok()) Report(Result::kInvalid, std::string(heap.status().message()));
+  auto heap = shm::Segment::Adopt(UniqueFd(kHelperHeapFd), "heap");
+  if (!heap.ok()) Report(BuildOutcome::kInvalid, heap.status().message());
   auto map = heap->MapShared(PROT_READ | PROT_WRITE);
-  if (!map.ok()) Report(Result::kInvalid, std::string(map.status().message()));
+  if (!map.ok()) Report(BuildOutcome::kInvalid, map.status().message());
   state.header = static_cast<HeapHeader*>(map->data());
   std::memset(state.header, 0, sizeof(HeapHeader));
 
-  std::vector<mp::shm::Mapping> data_maps;
-  for (const auto& [name, fd] : data_fds) {
-    auto file = mp::shm::Segment::Adopt(mp::UniqueFd(fd), name);
-    if (!file.ok()) Report(Result::kInvalid, absl::StrCat("module '", module, "': data file '", name, "': ", file.status().message()));
+  std::vector<shm::Mapping> data_maps;
+  for (size_t i = 0; i < spec->data_files.size(); ++i) {
+    const std::string& name = spec->data_files[i];
+    auto file = shm::Segment::Adopt(UniqueFd(kHelperFirstDataFd + static_cast<int>(i)), name);
+    auto where = [&](const absl::Status& s) {
+      return absl::StrCat("module '", module, "': data file '", name, "': ", s.message());
+    };
+    if (!file.ok()) Report(BuildOutcome::kInvalid, where(file.status()));
     DataFile& df = state.data_files[name];
     if (file->size() > 0) {
-      auto m = mp::shm::Mapping::Map(file->fd(), file->size(), PROT_READ, MAP_PRIVATE, name);
-      if (!m.ok()) Report(Result::kInvalid, absl::StrCat("module '", module, "': data file '", name, "': ", m.status().message()));
+      auto m = shm::Mapping::Map(file->fd(), file->size(), PROT_READ, MAP_PRIVATE, name);
+      if (!m.ok()) Report(BuildOutcome::kInvalid, where(m.status()));
       df.data = m->data();
       df.size = m->size();
       data_maps.push_back(*std::move(m));
@@ -145,33 +134,55 @@ int main(int argc, char** argv) {
       df.data = "";
     }
   }
+  // The data files stay mapped; their descriptors go with every other one.
+  if (auto s = EnterLoadSandbox({HelperRole::kBuilder, spec->layers, spec->address_space_bytes,
+                                 {2, kHelperSocketFd, kHelperPluginFd}});
+      !s.ok()) {
+    Report(BuildOutcome::kInvalid,
+           absl::StrCat("module '", module, "': entering the sandbox: ", s.message()));
+  }
+  // Module code runs from here on: the plugin's constructors, then build.
+  auto loaded = LoadPluginFromFd(module, kHelperPluginFd, spec->plugin_path);
+  ::close(kHelperPluginFd);
+  if (!loaded.ok()) Report(BuildOutcome::kInvalid, loaded.status().message());
+  if (auto s = EnterLoadedSandbox(spec->layers); !s.ok()) Report(BuildOutcome::kInvalid, s.message());
 
-  auto loaded = mp::microproc::LoadPlugin(module, plugin);
-  if (!loaded.ok()) Report(Result::kInvalid, std::string(loaded.status().message()));
-
-  state.ctx.data = map->bytes() + mp::shm::kHeapHeaderBytes;
-  state.ctx.capacity = map->size() - mp::shm::kHeapHeaderBytes;
+  state.ctx.data = map->bytes() + shm::kHeapHeaderBytes;
+  state.ctx.capacity = map->size() - shm::kHeapHeaderBytes;
   state.ctx.set_root = &SetRoot;
   state.ctx.set_used = &SetUsed;
   state.ctx.option = &Option;
   state.ctx.fail = &Fail;
   state.ctx.data_file = &GetDataFile;
   state.ctx.host = &state;
-  // From here on module code runs: it may not create processes or open anything. A child that
-  // outlived the builder could keep the heap memfd and resize it under the supervisor.
-  if (auto s = mp::microproc::InstallBuilderSeccomp(); !s.ok()) Report(Result::kInvalid, std::string(s.message()));
-  int rc = loaded->module->build(&state.ctx);
+  const int rc = loaded->module->build(&state.ctx);
   if (rc != 0) {
-    Report(Result::kError, absl::StrCat("module '", module, "': build failed: ",
-                               state.failure.empty() ? "(no reason given)" : state.failure));
+    Report(BuildOutcome::kFailed,
+           absl::StrCat("module '", module, "': build failed: ",
+                        state.failure.empty() ? "(no reason given)" : state.failure));
   }
   for (const auto& [key, value] : state.options) {
     if (state.options_asked.count(key) == 0) {
-      Report(Result::kInvalid, absl::StrCat("module '", module, "': unknown option '", key,
-                                 "' (the module never reads it)"));
+      Report(BuildOutcome::kInvalid, absl::StrCat("module '", module, "': unknown option '", key,
+                                                  "' (the module never reads it)"));
     }
   }
   if (!state.used_set) state.header->data_bytes = state.ctx.capacity;  // a C module may not say
   const char* version = loaded->module->version ? loaded->module->version : "";
-  Report(Result::kOk, std::string(version, strnlen(version, 31)));
+  Report(BuildOutcome::kOk, std::string(version, strnlen(version, 31)));
+}
+
+}  // namespace
+}  // namespace mp::microproc
+
+int main(int argc, char** argv) {
+  using namespace mp::microproc;
+  const std::string title(argc > 0 ? argv[0] : "mphost: builder");
+  SetProcessTitle(argc, argv, absl::StrReplaceAll(title, {{"mphost: ", "mphost: init "}}));
+  RunHelperInit(
+      [&] {
+        SetProcessTitle(argc, argv, title);
+        return Stage();
+      },
+      {.exit_with_stage = true});
 }

@@ -29,20 +29,30 @@ absl::Status CheckModuleEntry(absl::string_view module_name, absl::string_view p
   return absl::OkStatus();
 }
 
-absl::StatusOr<Plugin> LoadPlugin(absl::string_view module_name, const std::string& path) {
+absl::StatusOr<Plugin> LoadPlugin(absl::string_view module_name, const std::string& path,
+                                  absl::string_view shown_as) {
+  if (shown_as.empty()) shown_as = path;
   void* handle = ::dlopen(path.c_str(), RTLD_NOW | RTLD_LOCAL);
   if (handle == nullptr) {
     const char* err = ::dlerror();
-    return absl::NotFoundError(absl::StrCat("module '", module_name, "': cannot load plugin: ",
-                                            err ? err : path));
+    std::string why = err ? err : path;
+    // dlerror names the path it was given: name the plugin the operator configured.
+    if (shown_as != path) {
+      for (size_t at = why.find(path); at != std::string::npos;
+           at = why.find(path, at + shown_as.size())) {
+        why.replace(at, path.size(), shown_as.data(), shown_as.size());
+      }
+    }
+    return absl::NotFoundError(absl::StrCat("module '", module_name, "': cannot load plugin: ", why));
   }
   auto entry = reinterpret_cast<mp_module_entry_fn>(::dlsym(handle, MP_MODULE_ENTRY_SYMBOL));
   if (entry == nullptr) {
-    return absl::InvalidArgumentError(absl::StrCat("module '", module_name, "': plugin ", path,
-                                                   " does not export ", MP_MODULE_ENTRY_SYMBOL));
+    return absl::InvalidArgumentError(absl::StrCat("module '", module_name, "': plugin ",
+                                                   shown_as, " does not export ",
+                                                   MP_MODULE_ENTRY_SYMBOL));
   }
   const mp_module* m = entry();
-  if (auto s = CheckModuleEntry(module_name, path, m); !s.ok()) return s;
+  if (auto s = CheckModuleEntry(module_name, shown_as, m); !s.ok()) return s;
   return Plugin{handle, m};
 }
 

@@ -19,7 +19,10 @@ struct Plugin {
 // dlopens `path` and validates its entry point: ABI version, struct size, declared name
 // (must equal `module_name`), non-null functions. Errors name the module, the file and the
 // problem, e.g. "module 'echo': plugin /x/libecho.so has ABI 2, host speaks 1".
-absl::StatusOr<Plugin> LoadPlugin(absl::string_view module_name, const std::string& path);
+// `shown_as` names the plugin in errors (default: `path`), for a plugin opened through
+// /proc/self/fd.
+absl::StatusOr<Plugin> LoadPlugin(absl::string_view module_name, const std::string& path,
+                                  absl::string_view shown_as = {});
 
 // The check LoadPlugin applies to the entry's result, exposed for tests.
 absl::Status CheckModuleEntry(absl::string_view module_name, absl::string_view path,

@@ -1,5 +1,6 @@
 #include "microproc/sandbox.h"
 
+#include <linux/capability.h>
 #include <linux/close_range.h>
 #include <signal.h>
 #include <sys/prctl.h>
@@ -45,14 +46,21 @@ absl::Status ApplyRlimits(uint64_t address_space_bytes, uint64_t max_fds) {
 #if defined(__SANITIZE_ADDRESS__)
     // AddressSanitizer builds only (tools/test's build-asan/): ASan reserves terabytes of
     // shadow address space at startup, which RLIMIT_AS counts. The limit then caps growth
-    // beyond what the process already has, so a runaway allocation still fails.
-    if (FILE* statm = std::fopen("/proc/self/statm", "r")) {
-      unsigned long long pages = 0;
-      if (std::fscanf(statm, "%llu", &pages) == 1) {
-        limit += pages * static_cast<uint64_t>(::sysconf(_SC_PAGESIZE));
+    // beyond what the process had the first time it asked, so a runaway allocation still
+    // fails. Read once: a microprocess (a fork of its zygote) inherits the figure, and by then
+    // Landlock hides /proc/self/statm.
+    static const uint64_t asan_reserved = [] {
+      uint64_t bytes = 0;
+      if (FILE* statm = std::fopen("/proc/self/statm", "r")) {
+        unsigned long long pages = 0;
+        if (std::fscanf(statm, "%llu", &pages) == 1) {
+          bytes = pages * static_cast<uint64_t>(::sysconf(_SC_PAGESIZE));
+        }
+        std::fclose(statm);
       }
-      std::fclose(statm);
-    }
+      return bytes;
+    }();
+    limit += asan_reserved;
 #endif
     if (auto s = set(RLIMIT_AS, limit, "RLIMIT_AS"); !s.ok()) return s;
   }
@@ -66,6 +74,17 @@ absl::Status SetNoNewPrivs() {
 
 absl::Status SetParentDeathSignal() {
   if (::prctl(PR_SET_PDEATHSIG, SIGKILL, 0, 0, 0) != 0) return ErrnoStatus("prctl(PDEATHSIG)", errno);
+  return absl::OkStatus();
+}
+
+absl::Status DropCapabilities(bool keep_sys_admin) {
+  __user_cap_header_struct header{_LINUX_CAPABILITY_VERSION_3, 0};
+  __user_cap_data_struct data[2] = {};
+  if (keep_sys_admin) {
+    static_assert(CAP_SYS_ADMIN < 32);
+    data[0].effective = data[0].permitted = 1u << CAP_SYS_ADMIN;
+  }
+  if (::syscall(SYS_capset, &header, data) != 0) return ErrnoStatus("capset", errno);
   return absl::OkStatus();
 }
 

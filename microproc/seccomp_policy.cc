@@ -1,16 +1,19 @@
-// The microprocess syscall allowlist: default action kills the process. Every syscall below is
-// here because the worker loop, the C/C++ runtime or a well-behaved module handler needs it
-// after the sandbox is in place. Anything that reaches outside the process (files, sockets,
-// processes, signals to others, exec, ptrace) is absent on purpose.
+// The microprocess syscall allowlist: default action traps (the SIGSYS reporter names the call
+// and ends the process). Every syscall below is here because the worker loop, the C/C++
+// runtime or a well-behaved module handler needs it after the sandbox is in place. Anything
+// that reaches outside the process (files, sockets, processes, signals to others, exec,
+// ptrace) is absent on purpose.
+//
+// Also here: compiling and loading filters, and the SIGSYS reporter every sandboxed process
+// installs. The helpers' allowlists are in helper_seccomp.cc.
 #include <errno.h>
 #include <fcntl.h>
-#include <sched.h>
-#include <seccomp.h>
-#include <signal.h>
-#include <sys/mman.h>
 #include <linux/filter.h>
 #include <linux/seccomp.h>
+#include <sched.h>
+#include <signal.h>
 #include <string.h>
+#include <sys/mman.h>
 #include <sys/prctl.h>
 #include <sys/syscall.h>
 #include <unistd.h>
@@ -19,88 +22,58 @@
 #include <cstdlib>
 
 #include "absl/strings/str_cat.h"
+#include "microproc/helper_protocol.h"
 #include "microproc/sandbox.h"
+#include "microproc/seccomp_filter.h"
 
 namespace mp::microproc {
-namespace {
 
-class Filter {
- public:
-  explicit Filter(uint32_t default_action = SCMP_ACT_KILL_PROCESS)
-      : ctx_(seccomp_init(default_action)) {}
-  ~Filter() {
-    if (ctx_ != nullptr) seccomp_release(ctx_);
+absl::StatusOr<CompiledFilter> SeccompFilter::Export() {
+  if (ctx_ == nullptr) return absl::InternalError("seccomp_init failed");
+  if (!status_.ok()) return status_;
+  int fd = ::memfd_create("seccomp-bpf", MFD_CLOEXEC);
+  if (fd < 0) return absl::InternalError("memfd_create for the seccomp program failed");
+  int rc = seccomp_export_bpf(ctx_, fd);
+  off_t size = ::lseek(fd, 0, SEEK_END);
+  CompiledFilter out;
+  if (rc == 0 && size > 0 && size % 8 == 0) {
+    out.program.resize(static_cast<size_t>(size) / 8);
+    if (::pread(fd, out.program.data(), static_cast<size_t>(size), 0) != size) rc = -1;
   }
-  Filter(const Filter&) = delete;
-  Filter& operator=(const Filter&) = delete;
+  ::close(fd);
+  if (rc != 0 || out.program.empty()) return absl::InternalError("seccomp_export_bpf failed");
+  return out;
+}
 
-  // Allows `name` when every comparison in `args` holds.
-  template <typename... Cmp>
-  void Allow(const char* name, Cmp... args) {
-    Add(SCMP_ACT_ALLOW, name, args...);
-  }
-
-  template <typename... Cmp>
-  void Add(uint32_t action, const char* name, Cmp... args) {
-    if (!status_.ok()) return;
-    int nr = seccomp_syscall_resolve_name(name);
-    if (nr == __NR_SCMP_ERROR) {
-      status_ = absl::InternalError(absl::StrCat("seccomp: unknown syscall ", name));
-      return;
-    }
-    int rc = seccomp_rule_add(ctx_, action, nr, sizeof...(args), args...);
-    if (rc != 0) status_ = absl::InternalError(absl::StrCat("seccomp_rule_add(", name, "): ", rc));
-  }
-
-  // Compiles to BPF without loading it.
-  absl::StatusOr<CompiledFilter> Export() {
-    if (ctx_ == nullptr) return absl::InternalError("seccomp_init failed");
-    if (!status_.ok()) return status_;
-    int fd = ::memfd_create("seccomp-bpf", MFD_CLOEXEC);
-    if (fd < 0) return absl::InternalError("memfd_create for the seccomp program failed");
-    int rc = seccomp_export_bpf(ctx_, fd);
-    off_t size = ::lseek(fd, 0, SEEK_END);
-    CompiledFilter out;
-    if (rc == 0 && size > 0 && size % 8 == 0) {
-      out.program.resize(static_cast<size_t>(size) / 8);
-      if (::pread(fd, out.program.data(), static_cast<size_t>(size), 0) != size) rc = -1;
-    }
-    ::close(fd);
-    if (rc != 0 || out.program.empty()) return absl::InternalError("seccomp_export_bpf failed");
-    return out;
-  }
-
-  absl::Status Load() {
-    if (ctx_ == nullptr) return absl::InternalError("seccomp_init failed");
-    if (!status_.ok()) return status_;
-    int rc = seccomp_load(ctx_);
-    if (rc != 0) return absl::InternalError(absl::StrCat("seccomp_load: ", rc));
-    return absl::OkStatus();
-  }
-
- private:
-  scmp_filter_ctx ctx_;
-  absl::Status status_;
-};
-
-}  // namespace
+absl::Status SeccompFilter::Load() {
+  if (ctx_ == nullptr) return absl::InternalError("seccomp_init failed");
+  if (!status_.ok()) return status_;
+  int rc = seccomp_load(ctx_);
+  if (rc != 0) return absl::InternalError(absl::StrCat("seccomp_load: ", rc));
+  return absl::OkStatus();
+}
 
 namespace {
 
-std::atomic<int32_t>* g_sigsys_slot = nullptr;  // this process's WorkerBlock field
+std::atomic<int32_t>* g_fault_slot = nullptr;  // this process's FaultSink
+int g_fault_fd = -1;
 
-void OnSigabrt(int) { ::syscall(SYS_exit_group, kAbortExit); }
+void OnSigabrt(int) { ::syscall(SYS_exit_group, kExitAbort); }
 
 void OnSigsys(int, siginfo_t* info, void*) {
-  if (g_sigsys_slot != nullptr) g_sigsys_slot->store(info->si_syscall, std::memory_order_release);
-  ::syscall(SYS_exit_group, kForbiddenSyscallExit);
+  if (g_fault_slot != nullptr) g_fault_slot->store(info->si_syscall, std::memory_order_release);
+  if (g_fault_fd >= 0) {
+    const FaultReport report{MessageKind::kFault, info->si_syscall};
+    ::syscall(SYS_write, g_fault_fd, &report, sizeof report);
+  }
+  ::syscall(SYS_exit_group, kExitForbiddenSyscall);
 }
 
 }  // namespace
 
-
-absl::Status InstallSigsysReporter(std::atomic<int32_t>* slot) {
-  g_sigsys_slot = slot;
+absl::Status InstallFaultReporter(FaultSink sink) {
+  g_fault_slot = sink.slot;
+  g_fault_fd = sink.fd;
   struct sigaction sa {};
   sa.sa_sigaction = &OnSigsys;
   sa.sa_flags = SA_SIGINFO;
@@ -126,11 +99,11 @@ std::string SyscallName(int nr) {
 namespace {
 
 // The worker allowlist, for a worker whose doorbell is `doorbell_fd` and pid is `pid`.
-void AddWorkerRules(Filter& f, int doorbell_fd, pid_t pid) {
+void AddWorkerRules(SeccompFilter& f, int doorbell_fd, pid_t pid) {
   // The ring protocol: sleep and wake on the futex word; ring the host's eventfd doorbell.
   f.Allow("futex");
   f.Allow("write", SCMP_A0(SCMP_CMP_EQ, static_cast<scmp_datum_t>(doorbell_fd)));
-  // Diagnostics from the runtime and modules go to stderr, which the host logs.
+  // Diagnostics from the runtime and modules go to stderr, a pipe the host reads and logs.
   f.Allow("write", SCMP_A0(SCMP_CMP_EQ, 2));
   f.Allow("writev", SCMP_A0(SCMP_CMP_EQ, 2));
   // Memory for malloc and C++ new: never executable (no code can be brought in after load).
@@ -173,13 +146,13 @@ void AddWorkerRules(Filter& f, int doorbell_fd, pid_t pid) {
 
 absl::Status InstallWorkerSeccomp(const SeccompTarget& target) {
   // Trap rather than kill: the SIGSYS reporter names the syscall for the supervisor.
-  Filter f(SCMP_ACT_TRAP);
+  SeccompFilter f(SCMP_ACT_TRAP);
   AddWorkerRules(f, target.doorbell_fd, ::getpid());
   return f.Load();
 }
 
 absl::StatusOr<CompiledFilter> CompileWorkerSeccomp(int doorbell_fd, pid_t pid) {
-  Filter f(SCMP_ACT_TRAP);
+  SeccompFilter f(SCMP_ACT_TRAP);
   AddWorkerRules(f, doorbell_fd, pid);
   return f.Export();
 }
@@ -191,22 +164,6 @@ absl::Status LoadCompiledFilter(const CompiledFilter& filter) {
     return absl::InternalError(absl::StrCat("prctl(PR_SET_SECCOMP): ", strerror(errno)));
   }
   return absl::OkStatus();
-}
-
-
-
-absl::Status InstallBuilderSeccomp() {
-  Filter f(SCMP_ACT_ALLOW);
-  for (const char* name : {"fork", "vfork", "execve", "execveat", "ptrace", "open", "openat",
-                           "openat2", "creat", "socket", "socketpair", "connect", "bind",
-                           "process_vm_writev", "process_vm_readv", "kill", "tkill"}) {
-    f.Add(SCMP_ACT_KILL_PROCESS, name);
-  }
-  // Threads are fine (CLONE_THREAD); new processes are not.
-  f.Add(SCMP_ACT_KILL_PROCESS, "clone", SCMP_A0(SCMP_CMP_MASKED_EQ, CLONE_THREAD, 0));
-  // clone3 passes its flags in memory, out of the filter's reach: make glibc fall back to clone.
-  f.Add(SCMP_ACT_ERRNO(ENOSYS), "clone3");
-  return f.Load();
 }
 
 }  // namespace mp::microproc

@@ -60,10 +60,14 @@ struct Module {
                                        # 65536; 0: max(1024, maxBodyKb + 64). Larger ones than
                                        # a ring frame travel in chunks.
   ringKb @22 :UInt32 = 256;            # each of a worker's two rings; a power of two, 16-65536
+  zygoteStartTimeoutMs @23 :UInt32 = 10000;  # a new generation's zygote must load the plugin
+                                       # (its constructors included) and say hello within this
+                                       # time, or the reload fails and the old one serves on
 }
 
-# Each layer can be switched off for debugging; no_new_privs, closing every other descriptor
-# and the parent-death signal are always on. docs/security.md says what each layer stops.
+# Each layer can be switched off for debugging, for the helpers that load the plugin (builder,
+# zygote) and for the microprocesses alike; no_new_privs, closing every other descriptor and
+# dropping capabilities are always on. docs/security.md says what each layer stops.
 struct Sandbox {
   seccomp @0 :Bool = true;     # syscall allowlist
   landlock @1 :Bool = true;    # no filesystem access at all

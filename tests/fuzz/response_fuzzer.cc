@@ -24,6 +24,7 @@
 #include <cstring>
 #include <string>
 
+#include "host/reply_rules.h"
 #include "host/response_decoder.h"
 #include "microproc/ring_message.h"
 #include "shm/ring.h"
@@ -54,9 +55,20 @@ void CheckDecoded(FrameKind kind, const std::string& payload) {
   if (r->is_error != (kind == FrameKind::kError)) Broken("is_error does not match the kind");
   if (r->error_message.size() > 512) Broken("error message longer than 512 bytes");
   if (!r->is_error) {
-    if (r->status < 100 || r->status > 599) Broken("accepted a status outside 100-599");
-    for (const auto& [name, value] : r->headers) {
-      if (!mp::host::ValidReplyHeader(name, value)) Broken("accepted an invalid header");
+    // What would reach a client: the reply rules either refuse it (with a reason) or leave a
+    // final status and valid headers, none of them the host's.
+    mp::host::HeaderList headers = r->headers;
+    auto allowed = mp::host::ApplyReplyRules(r->status, &headers);
+    if (!allowed.ok()) {
+      if (allowed.message().empty()) Broken("a reply refused without a reason");
+      return;
+    }
+    if (r->status < 200 || r->status > 599) Broken("let a status outside 200-599 out");
+    for (const auto& [name, value] : headers) {
+      if (!mp::host::IsValidHeaderName(name) || !mp::host::IsValidHeaderValue(value)) {
+        Broken("let an invalid header out");
+      }
+      if (mp::host::IsHostOwnedHeader(name)) Broken("let a host-owned header out");
     }
   }
 }

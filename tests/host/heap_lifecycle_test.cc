@@ -227,7 +227,7 @@ TEST(CopyOnWriteTest, WritesStayPrivateToTheWriter) {
   // Exactly one worker privatized heap pages; the sealed memfd is unchanged.
   EXPECT_THAT(ps, HasSubstr("\"heap_privatized_bytes\":4096"));
   EXPECT_THAT(ps, HasSubstr("\"heap_privatized_bytes\":0"));
-  std::vector<pid_t> children = host.Children();
+  std::vector<pid_t> children = host.Descendants();
   std::vector<pid_t> workers = WorkerPids(ps);
   bool checked = false;
   for (pid_t c : children) {

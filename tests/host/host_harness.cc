@@ -259,6 +259,38 @@ std::vector<pid_t> HostProcess::Children() const {
   return out;
 }
 
+namespace {
+std::vector<pid_t> ChildrenOf(pid_t pid) {
+  std::vector<pid_t> out;
+  std::ifstream in("/proc/" + std::to_string(pid) + "/task/" + std::to_string(pid) + "/children");
+  pid_t p;
+  while (in >> p) out.push_back(p);
+  return out;
+}
+
+std::string Cmdline(pid_t pid) {
+  std::ifstream in("/proc/" + std::to_string(pid) + "/cmdline");
+  std::string text((std::istreambuf_iterator<char>(in)), std::istreambuf_iterator<char>());
+  return text.substr(0, text.find('\0'));
+}
+}  // namespace
+
+std::vector<pid_t> HostProcess::Descendants() const {
+  std::vector<pid_t> out = ChildrenOf(pid_);
+  for (size_t i = 0; i < out.size() && i < 100000; ++i) {
+    for (pid_t c : ChildrenOf(out[i])) out.push_back(c);
+  }
+  return out;
+}
+
+pid_t HostProcess::Zygote(const std::string& module) const {
+  pid_t best = -1;
+  for (pid_t p : Descendants()) {
+    if (Cmdline(p).rfind("mphost: zygote " + module + " gen", 0) == 0 && p > best) best = p;
+  }
+  return best;
+}
+
 std::vector<pid_t> WorkerPids(const std::string& ps_json, const std::string& module) {
   std::vector<pid_t> out;
   const std::regex pid_re(module.empty() ? std::string("\"pid\":([0-9]+)")

@@ -61,8 +61,13 @@ class HostProcess {
   // SIGTERM and wait (bounded); returns the exit status (or -1 on timeout, then SIGKILL).
   int Stop(int timeout_ms = 15000);
 
-  // Direct children of the host right now (workers and zygotes).
+  // Direct children of the host right now (the inits of its helpers).
   std::vector<pid_t> Children() const;
+  // Every process below the host right now: helper inits, zygotes, workers, builders.
+  std::vector<pid_t> Descendants() const;
+  // The zygote of `module` (the process that maps its heap and forks its workers), by its
+  // title "mphost: zygote MODULE gen N"; -1 if there is none. The newest generation's first.
+  pid_t Zygote(const std::string& module) const;
 
  private:
   pid_t pid_ = -1;

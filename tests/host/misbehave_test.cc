@@ -38,14 +38,8 @@ std::vector<pid_t> ModuleWorkers(HostProcess& host, const std::string& module) {
 // and compares it with the header.
 void ExpectHeapIntact(HostProcess& host) {
   int checked = 0;
-  for (pid_t child : host.Children()) {
-    std::ifstream cmd("/proc/" + std::to_string(child) + "/cmdline");
-    std::string cmdline((std::istreambuf_iterator<char>(cmd)), std::istreambuf_iterator<char>());
-    if (cmdline.find("mp-zygote") == std::string::npos ||
-        cmdline.find("misbehave") == std::string::npos) {
-      continue;
-    }
-    // Workers are clones of the zygote (same cmdline) but closed fd 4; the zygote keeps it.
+  for (pid_t child : {host.Zygote("misbehave")}) {
+    // The zygote keeps the heap memfd at fd 4 (its workers close it).
     int fd = ::open(("/proc/" + std::to_string(child) + "/fd/4").c_str(), O_RDONLY);
     if (fd < 0) continue;
     off_t size = ::lseek(fd, 0, SEEK_END);

@@ -190,7 +190,7 @@ TEST(MpctlDrainTest, DrainTurnsReadyzOffThenStopsCleanly) {
   {
     HostProcess host({"--config", dir + "/mphost.json"});
     ASSERT_TRUE(host.started()) << host.Log();
-    auto children = host.Children();
+    auto children = host.Descendants();
     CommandResult drain = host.Mpctl({"drain"});
     EXPECT_EQ(drain.exit_code, 0) << drain.err;
     EXPECT_EQ(HttpRequest(host.port(), "GET", "/readyz").status, 503);  // during the delay

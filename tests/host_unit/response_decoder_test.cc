@@ -26,7 +26,6 @@ using Headers = std::vector<std::pair<std::string, std::string>>;
 
 constexpr char kBadKind[] = "frame kind is neither reply nor error";
 constexpr char kNotWords[] = "payload not a whole number of words";
-constexpr char kBadHeader[] = "reply header with an invalid name or value";
 constexpr char kMalformed[] = "malformed reply: ";
 
 // ---- Building frames ----
@@ -328,47 +327,17 @@ TEST_P(StatusTest, Accepted) {
   ASSERT_TRUE(r.ok()) << r.status();
   EXPECT_EQ(r->status, GetParam());
 }
-INSTANTIATE_TEST_SUITE_P(HttpRange, StatusTest, ::testing::Values(100, 200, 599));
+INSTANTIATE_TEST_SUITE_P(AnyUInt16, StatusTest, ::testing::Values(0, 100, 200, 599, 65535));
 
-class BadStatusTest : public ::testing::TestWithParam<uint16_t> {};
-
-TEST_P(BadStatusTest, Rejected) {
-  ExpectRejected(Reply(ReplyFrame(GetParam())),
-                 "reply status " + std::to_string(GetParam()) + " is not HTTP");
-}
-INSTANTIATE_TEST_SUITE_P(OutsideHttpRange, BadStatusTest, ::testing::Values(0, 99, 600, 65535));
-
-TEST(DecodeResponseTest, HeaderNamesThatAreNotTokensAreRejected) {
-  for (const std::string& name :
-       {std::string("Bad Name"), std::string("Bad:Name"), std::string("Bad\rName"),
-        std::string("Bad\nName"), std::string("Bad\0Name", 8), std::string("Caf\xc3\xa9"),
-        std::string("(x)"), std::string(), std::string(257, 'n')}) {
-    SCOPED_TRACE(name);
-    ExpectRejected(Reply(ReplyFrame(200, {{"X-Ok", "1"}, {name, "v"}})), kBadHeader);
-  }
-}
-
-TEST(DecodeResponseTest, TokenHeaderNamesAreAccepted) {
-  const Headers headers{{"!#$%&'*+-.^_`|~", "1"}, {std::string(256, 'n'), "2"}, {"x9", "3"}};
-  auto r = Reply(ReplyFrame(200, headers));
+// HTTP rules are not the decoder's: it hands status and headers over as the module gave them,
+// and ApplyReplyRules (reply_rules_test.cc) decides whether they may go out.
+TEST(DecodeResponseTest, StatusAndHeadersArriveAsTheModuleGaveThem) {
+  const Headers headers{{"Bad Name", "v"}, {"X-Value", std::string("a\r\nb\0c", 6)},
+                        {"Content-Length", "7"}};
+  auto r = Reply(ReplyFrame(101, headers));
   ASSERT_TRUE(r.ok()) << r.status();
+  EXPECT_EQ(r->status, 101);
   EXPECT_EQ(r->headers, headers);
-}
-
-TEST(DecodeResponseTest, HeaderValuesWithCrLfNulAreRejected) {
-  for (const std::string& value :
-       {std::string("a\rb"), std::string("a\nb"), std::string("a\0b", 3),
-        std::string("ok\r\nX-Injected: 1"), std::string("\n")}) {
-    SCOPED_TRACE(value);
-    ExpectRejected(Reply(ReplyFrame(200, {{"X-Value", value}})), kBadHeader);
-  }
-}
-
-TEST(DecodeResponseTest, HeaderValueOf8KiBPlusOneIsRejected) {
-  ExpectRejected(Reply(ReplyFrame(200, {{"X-Big", std::string(8193, 'v')}})), kBadHeader);
-  auto r = Reply(ReplyFrame(200, {{"X-Big", std::string(8192, 'v')}, {"X-Empty", ""}}));
-  ASSERT_TRUE(r.ok()) << r.status();
-  EXPECT_EQ(r->headers, (Headers{{"X-Big", std::string(8192, 'v')}, {"X-Empty", ""}}));
 }
 
 }  // namespace
