@@ -90,9 +90,11 @@ absl::StatusOr<ChildProcess> HelperLauncher::Launch(const HelperLaunch& launch) 
   int top = 2;
   for (auto [from, to] : launch.fds) top = std::max(top, to);
   if (launch.fds.size() > 16) return absl::InvalidArgumentError("helper: more than 16 fds");
-  int sync[2];
-  if (::pipe2(sync, O_CLOEXEC) != 0) return ErrnoStatus("pipe2", errno);
-  UniqueFd sync_read(sync[0]), sync_write(sync[1]);
+  int sync[2], ready[2];
+  if (::pipe2(sync, O_CLOEXEC) != 0 || ::pipe2(ready, O_CLOEXEC) != 0) {
+    return ErrnoStatus("pipe2", errno);
+  }
+  UniqueFd sync_read(sync[0]), sync_write(sync[1]), ready_read(ready[0]), ready_write(ready[1]);
   const bool root = root_;
   const int flags = SIGCHLD | (launch.namespaces ? kNamespaceFlags : 0);
 
@@ -112,6 +114,12 @@ absl::StatusOr<ChildProcess> HelperLauncher::Launch(const HelperLaunch& launch) 
   if (pid == 0) {
     // The helper-to-be. Wait until the host has written our uid and gid maps.
     ::syscall(SYS_close, sync_write.get());
+    ::syscall(SYS_close, ready_read.get());
+    // A copy of a non-dumpable host is non-dumpable, and its /proc files belong to root: an
+    // unprivileged host could not write our maps. Dumpable until exec (which replaces this
+    // copy of the host's memory), in a pid namespace no module process can see into.
+    if (launch.namespaces && !root) ::syscall(SYS_prctl, PR_SET_DUMPABLE, 1, 0, 0, 0);
+    ::syscall(SYS_write, ready_write.get(), "r", 1);
     char go = 0;
     if (::syscall(SYS_read, sync_read.get(), &go, 1) != 1) ::syscall(SYS_exit_group, microproc::kExitLostHost);
     if (launch.namespaces) {
@@ -155,6 +163,9 @@ absl::StatusOr<ChildProcess> HelperLauncher::Launch(const HelperLaunch& launch) 
     ::syscall(SYS_exit_group, microproc::kExitExecFailed);
   }
   sync_read.reset();
+  ready_write.reset();
+  char ready_byte = 0;
+  RetryEintr([&] { return ::read(ready_read.get(), &ready_byte, 1); });
   auto kill_child = [&](absl::Status why) {
     ::kill(static_cast<pid_t>(pid), SIGKILL);
     ::waitpid(static_cast<pid_t>(pid), nullptr, 0);

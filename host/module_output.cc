@@ -121,6 +121,12 @@ void ModuleOutput::Emit(Stream& s, absl::string_view line, bool cut) {
   Counters& c = counters_[s.module];
   if (s.window_lines >= limits_.lines_per_second ||
       s.window_bytes + line.size() > limits_.bytes_per_second) {
+    if (s.dropped_lines == 0) {
+      // The first drop of this second: say so when the second ends, even if nothing follows.
+      tasks_.add(timer_.atTime(s.window + 1 * kj::SECONDS).then([this, id = s.id]() {
+        if (auto it = streams_.find(id); it != streams_.end()) ReportDrops(*it->second);
+      }));
+    }
     ++s.dropped_lines;
     s.dropped_bytes += line.size() + 1;
     ++c.dropped_lines;

@@ -90,6 +90,8 @@ void RunHelperInit(absl::FunctionRef<int()> stage, const HelperInitOptions& opti
   // Init keeps only its report socket: the stage alone holds the control socket, the heap and
   // the plugin, so that the supervisor sees end of stream when the stage ends.
   if (!CloseFdsExcept({kHelperInitFd, exits}).ok()) _exit(kExitSetupFailed);
+  // Init needs no capability from here on (the stage took what it needs when it was forked).
+  if (!DropCapabilities(/*keep_sys_admin=*/false).ok()) _exit(kExitSetupFailed);
   {
     InitReport started{};
     started.kind = MessageKind::kStageStarted;

@@ -6,6 +6,7 @@
 #include <poll.h>
 #include <signal.h>
 #include <stdlib.h>
+#include <grp.h>
 #include <sys/prctl.h>
 #include <sys/socket.h>
 #include <sys/wait.h>
@@ -20,6 +21,8 @@
 #include <fstream>
 #include <regex>
 #include <sstream>
+
+extern char** environ;
 
 namespace mp::testing {
 namespace {
@@ -169,21 +172,36 @@ ConfiguredHost::~ConfiguredHost() {
   std::filesystem::remove_all(dir_);
 }
 
-HostProcess::HostProcess(std::vector<std::string> extra_args) {
+HostProcess::HostProcess(std::vector<std::string> extra_args)
+    : HostProcess(HostOptions{std::move(extra_args), {}, 0, ""}) {}
+
+HostProcess::HostProcess(HostOptions options) {
   char tmpl[] = "/tmp/mphost-test-XXXXXX";
   dir_ = ::mkdtemp(tmpl);
+  const bool drop = options.uid != 0 && ::getuid() == 0;
+  if (drop && ::chown(dir_.c_str(), options.uid, options.uid) != 0) return;
   control_ = dir_ + "/control.sock";
-  std::vector<std::string> argv = {BinDir() + "/mphost", "--listen", "127.0.0.1:0", "--control",
+  bin_dir_ = options.bin_dir.empty() ? BinDir() : options.bin_dir;
+  std::vector<std::string> argv = {bin_dir_ + "/mphost", "--listen", "127.0.0.1:0", "--control",
                                    control_};
-  argv.insert(argv.end(), extra_args.begin(), extra_args.end());
+  argv.insert(argv.end(), options.args.begin(), options.args.end());
   int err[2];
   if (::pipe2(err, O_CLOEXEC) != 0) return;
   std::vector<char*> args = ExecArgs(argv);
+  std::vector<std::string> env_strings;
+  for (char** e = environ; *e != nullptr; ++e) env_strings.emplace_back(*e);
+  env_strings.insert(env_strings.end(), options.env.begin(), options.env.end());
+  std::vector<char*> envp = ExecArgs(env_strings);
+  const uid_t uid = options.uid;
   pid_ = ::fork();
   if (pid_ == 0) {
+    if (drop && (::setgroups(0, nullptr) != 0 || ::setresgid(uid, uid, uid) != 0 ||
+                 ::setresuid(uid, uid, uid) != 0)) {
+      _exit(126);
+    }
     ::prctl(PR_SET_PDEATHSIG, SIGTERM);  // a host never outlives its test, however it ends
     ::dup2(err[1], 2);
-    ::execv(args[0], args.data());
+    ::execve(args[0], args.data(), envp.data());
     _exit(127);
   }
   ::close(err[1]);
@@ -229,7 +247,7 @@ std::string HostProcess::Log() {
 }
 
 CommandResult HostProcess::Mpctl(std::vector<std::string> args) {
-  std::vector<std::string> argv = {BinDir() + "/mpctl", "--control", control_};
+  std::vector<std::string> argv = {bin_dir_ + "/mpctl", "--control", control_};
   argv.insert(argv.end(), args.begin(), args.end());
   return RunCommand(argv);
 }
@@ -289,6 +307,50 @@ pid_t HostProcess::Zygote(const std::string& module) const {
     if (Cmdline(p).rfind("mphost: zygote " + module + " gen", 0) == 0 && p > best) best = p;
   }
   return best;
+}
+
+StagedInstall::StagedInstall(const std::vector<std::string>& module_files) {
+  char tmpl[] = "/tmp/mphost-staged-XXXXXX";
+  dir_ = ::mkdtemp(tmpl);
+  namespace fs = std::filesystem;
+  fs::permissions(dir_, fs::perms::owner_all | fs::perms::group_read | fs::perms::group_exec |
+                            fs::perms::others_read | fs::perms::others_exec);
+  fs::create_directories(bin_dir());
+  fs::create_directories(module_dir());
+  for (const char* exe : {"mphost", "mpctl", "mp-builder", "mp-zygote"}) {
+    fs::copy_file(BinDir() + "/" + exe, bin_dir() + "/" + exe);
+  }
+  for (const std::string& m : module_files) {
+    fs::copy_file(m, module_dir() + "/" + fs::path(m).filename().string());
+  }
+  for (const auto& entry : fs::recursive_directory_iterator(dir_)) {
+    fs::permissions(entry.path(), fs::perms::others_read | fs::perms::group_read |
+                                      (entry.is_directory() || entry.path().parent_path() == bin_dir()
+                                           ? fs::perms::others_exec | fs::perms::group_exec
+                                           : fs::perms::none),
+                    fs::perm_options::add);
+  }
+}
+
+StagedInstall::~StagedInstall() { std::filesystem::remove_all(dir_); }
+
+std::string StagedInstall::MakeDirFor(uid_t uid, const std::string& name) const {
+  const std::string path = dir_ + "/" + name;
+  std::filesystem::create_directories(path);
+  if (::getuid() == 0 && ::chown(path.c_str(), uid, uid) != 0) return "";
+  return path;
+}
+
+std::vector<pid_t> ProcessesNamed(const std::string& name) {
+  std::vector<pid_t> out;
+  for (const auto& entry : std::filesystem::directory_iterator("/proc")) {
+    const std::string pid = entry.path().filename().string();
+    if (pid.empty() || !std::isdigit(static_cast<unsigned char>(pid[0]))) continue;
+    std::ifstream in(entry.path() / "comm");
+    std::string comm;
+    if (std::getline(in, comm) && comm == name) out.push_back(std::stoi(pid));
+  }
+  return out;
 }
 
 std::vector<pid_t> WorkerPids(const std::string& ps_json, const std::string& module) {

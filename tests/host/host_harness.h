@@ -39,12 +39,21 @@ struct CommandResult {
 // Runs argv (argv[0] a path) with a time limit, capturing stdout and stderr.
 CommandResult RunCommand(const std::vector<std::string>& argv, int timeout_ms = 20000);
 
+// How to start a host beyond its arguments.
+struct HostOptions {
+  std::vector<std::string> args;  // after --listen 127.0.0.1:0 --control <tmp>/control.sock
+  std::vector<std::string> env;   // NAME=VALUE, added to the test's environment
+  uid_t uid = 0;      // run as this uid (and its gid) when the test runs as root; 0: as the test
+  std::string bin_dir;  // where mphost is; empty: BinDir()
+};
+
 // A running mphost. The destructor stops it (SIGTERM, then SIGKILL) if the test did not.
 class HostProcess {
  public:
   // Starts `mphost --listen 127.0.0.1:0 --control <tmp>/control.sock` plus `extra_args`;
   // waits (bounded) for its "listening" log line.
   explicit HostProcess(std::vector<std::string> extra_args = {});
+  explicit HostProcess(HostOptions options);
   ~HostProcess();
   HostProcess(const HostProcess&) = delete;
   HostProcess& operator=(const HostProcess&) = delete;
@@ -75,6 +84,7 @@ class HostProcess {
   int stderr_fd_ = -1;
   std::string dir_;
   std::string control_;
+  std::string bin_dir_;
   std::mutex mu_;
   std::string log_;
   std::thread reader_;
@@ -96,6 +106,28 @@ class ConfiguredHost {
   std::string dir_;
   std::unique_ptr<HostProcess> host_;
 };
+
+// A copy of the executables and modules in a directory every uid may read (the build tree may
+// sit under a home directory an unprivileged user cannot enter), removed with the object.
+class StagedInstall {
+ public:
+  // Copies bin/{mphost,mpctl,mp-builder,mp-zygote} and the given module files.
+  explicit StagedInstall(const std::vector<std::string>& module_files);
+  ~StagedInstall();
+  std::string bin_dir() const { return dir_ + "/bin"; }
+  std::string module_dir() const { return dir_ + "/modules"; }
+  // A directory for a config and sockets, owned by `uid`.
+  std::string MakeDirFor(uid_t uid, const std::string& name) const;
+
+ private:
+  std::string dir_;
+};
+
+// The unprivileged uid the tests run mphost as when they run as root: nobody.
+inline constexpr uid_t kUnprivilegedUid = 65534;
+
+// Processes anywhere on the machine whose short name (comm) is `name`.
+std::vector<pid_t> ProcessesNamed(const std::string& name);
 
 // Worker pids from `mpctl ps --json` output (of `module` only, if given).
 std::vector<pid_t> WorkerPids(const std::string& ps_json, const std::string& module = "");
