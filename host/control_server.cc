@@ -8,6 +8,8 @@
 #include <sys/un.h>
 #include <unistd.h>
 
+#include <string_view>
+
 #include <chrono>
 #include <memory>
 #include <cstring>
@@ -253,6 +255,17 @@ ControlServer::ControlServer(kj::AsyncIoContext& io, Supervisor& supervisor, std
     : io_(io), supervisor_(supervisor), listen_(std::move(listen)), tasks_(*this) {}
 
 namespace {
+// True if the process `pid` is in a user namespace other than the host's, as far as the host
+// may see (a process it may not inspect is judged by its uid alone).
+bool InForeignUserNamespace(pid_t pid) {
+  char theirs[64], ours[64];
+  const std::string path = absl::StrCat("/proc/", pid, "/ns/user");
+  const ssize_t n = ::readlink(path.c_str(), theirs, sizeof theirs);
+  const ssize_t m = ::readlink("/proc/self/ns/user", ours, sizeof ours);
+  if (n <= 0 || m <= 0) return false;
+  return std::string_view(theirs, static_cast<size_t>(n)) != std::string_view(ours, static_cast<size_t>(m));
+}
+
 // True if `uid` belongs to group `gid` (primary or supplementary).
 bool InGroup(uid_t uid, gid_t gid) {
   passwd pw{}, *found = nullptr;
@@ -328,8 +341,15 @@ kj::Promise<void> ControlServer::AcceptLoop() {
       allowed = cred.uid == ::getuid() || cred.uid == 0 ||
                 (group_ != static_cast<gid_t>(-1) && InGroup(cred.uid, group_));
     }
-    if (!allowed) {
-      LogEvent("control_refused", {{"uid", absl::StrCat(cred.uid)}, {"pid", absl::StrCat(cred.pid)}});
+    // Module code runs in user namespaces of its own, mapped to the host's uid when the host
+    // is unprivileged: the uid alone would let it in (seccomp keeps it from sockets; this is the
+    // second lock). The host can read the namespace of every process of its helpers.
+    const bool foreign = allowed && InForeignUserNamespace(cred.pid);
+    if (!allowed || foreign) {
+      LogEvent(LogLevel::kWarn, "control_refused",
+               {{"uid", absl::StrCat(cred.uid)},
+                {"pid", absl::StrCat(cred.pid)},
+                {"why", foreign ? "in another user namespace" : "uid not allowed"}});
     } else {
       server_->accept(kj::mv(connection));
     }

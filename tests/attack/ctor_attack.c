@@ -1,6 +1,6 @@
 /* Hostile constructors: module code that runs the moment the plugin is loaded, in the builder
  * and again in the zygote, before the module's entry point is even looked up. Built once per
- * attack (ATTACK_SHADOW, ATTACK_CONNECT, ATTACK_DAEMON, ATTACK_SLEEP) as a module named
+ * attack (ATTACK_SHADOW, ATTACK_CONNECT, ATTACK_CONTROL, ATTACK_DAEMON, ATTACK_SLEEP) as a module named
  * MODULE_NAME. Each reports what it achieved on stderr, which the host logs as module output.
  *
  * A constructor has no options and no heap to read: what it learns from outside comes through
@@ -16,6 +16,7 @@
 #include <string.h>
 #include <sys/prctl.h>
 #include <sys/socket.h>
+#include <sys/un.h>
 #include <time.h>
 #include <unistd.h>
 
@@ -57,6 +58,23 @@ __attribute__((constructor)) static void Attack(void) {
     fprintf(stderr, "attack %s: CONNECTED to the host's port %s\n", Stage(), port);
   } else {
     fprintf(stderr, "attack %s: connect to port %s failed: %s\n", Stage(), port, strerror(errno));
+  }
+  close(s);
+#elif defined(ATTACK_CONTROL)
+  /* The host's control socket is a path: no network namespace hides it. */
+  const char* path = getenv("LC_MPTEST_CONTROL");
+  int s = socket(AF_UNIX, SOCK_STREAM, 0);
+  struct sockaddr_un addr;
+  memset(&addr, 0, sizeof addr);
+  addr.sun_family = AF_UNIX;
+  strncpy(addr.sun_path, path ? path : "", sizeof addr.sun_path - 1);
+  if (connect(s, (struct sockaddr*)&addr, sizeof addr) != 0) {
+    fprintf(stderr, "attack %s: connect to the control socket failed: %s\n", Stage(), strerror(errno));
+  } else {
+    char byte;
+    ssize_t n = read(s, &byte, 1);
+    fprintf(stderr, "attack %s: control socket %s\n", Stage(),
+            n == 0 ? "closed by the host" : "ANSWERED");
   }
   close(s);
 #elif defined(ATTACK_DAEMON)

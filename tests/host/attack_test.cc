@@ -198,6 +198,38 @@ TEST_P(WhoTest, ConstructorCannotReachTheHostsPortThroughItsNetworkNamespace) {
   EXPECT_THAT(log, Not(HasSubstr("CONNECTED")));
 }
 
+// Without seccomp, a constructor can reach the control socket's path (no namespace hides a
+// path). A root host's socket is not the helper's to open (it is nobody); an unprivileged
+// host's is, by uid, and the host refuses it for its user namespace.
+TEST_P(WhoTest, ConstructorCannotDriveTheControlSocket) {
+  std::unique_ptr<AttackHost> a;
+  // The control socket's path is only known once the host exists: start it, then reload.
+  a = std::make_unique<AttackHost>(
+      GetParam(),
+      std::vector<std::pair<std::string, std::string>>{
+          {"libctor-control.so",
+           "\"name\":\"ctor-control\",\"workers\":1,\"sandbox\":{\"seccomp\":false}"}},
+      std::vector<std::string>{},
+      std::vector<std::string>{"LC_MPTEST_CONTROL=" + std::string("/tmp/mphost-test-control-") +
+                               std::to_string(::getpid()) + ".sock"});
+  HostProcess& host = a->host();
+  ASSERT_TRUE(host.started()) << host.Log();
+  // The constructor ran against a path where nothing listens; now put the real socket there.
+  const std::string link = "/tmp/mphost-test-control-" + std::to_string(::getpid()) + ".sock";
+  ASSERT_EQ(::symlink(host.control().c_str(), link.c_str()), 0);
+  ASSERT_EQ(host.Mpctl({"reload", "ctor-control"}).exit_code, 0);
+  ::unlink(link.c_str());
+  const std::string log = host.Log();
+  EXPECT_THAT(log, Not(HasSubstr("control socket ANSWERED")));
+  if (GetParam().unprivileged || ::getuid() != 0) {
+    EXPECT_THAT(log, HasSubstr("attack zygote: control socket closed by the host"));
+    EXPECT_THAT(log, HasSubstr("why=\"in another user namespace\""));
+  } else {
+    EXPECT_THAT(log, HasSubstr("attack zygote: connect to the control socket failed: Permission denied"));
+  }
+  EXPECT_EQ(HttpRequest(host.port(), "GET", "/m/echo/").status, 200);
+}
+
 TEST_P(WhoTest, ConstructorThatForksEndsItsBuildNamingTheCall) {
   AttackHost a(GetParam(), {{"libctor-daemon.so", "\"name\":\"ctor-daemon\""}}, {},
                {"LC_MPTEST_TAG=" + std::to_string(::getpid() % 100000000)});
