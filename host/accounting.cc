@@ -9,6 +9,10 @@
 #include "absl/strings/str_cat.h"
 
 namespace mp::host {
+
+std::string HeapMarker(absl::string_view module, uint64_t generation) {
+  return absl::StrCat("/memfd:mp-heap.", module, ".gen", generation, " ");
+}
 namespace {
 
 // "Pss:                 123 kB" → bytes, if `line` starts with `key`.

@@ -8,6 +8,7 @@
 
 #include <cstdint>
 #include <optional>
+#include <string>
 
 #include "absl/strings/string_view.h"
 
@@ -22,6 +23,9 @@ struct MemoryUsage {
   uint64_t heap_privatized_bytes = 0;  // Anonymous of the heap mapping(s)
   uint32_t heap_mappings = 0;
 };
+
+// What marks generation `generation` of `module`'s heap mapping in /proc/PID/smaps.
+std::string HeapMarker(absl::string_view module, uint64_t generation);
 
 // Reads /proc/PID/smaps_rollup and /proc/PID/smaps. Mappings whose path contains
 // `heap_marker` (e.g. "/memfd:mp-heap.echo.gen1 ") count as the heap. nullopt if the process

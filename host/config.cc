@@ -248,6 +248,10 @@ absl::StatusOr<HostConfig> ParseConfig(absl::string_view json, absl::string_view
     }
     mc.worker_memory_bytes = uint64_t{m.getWorkerMemoryMb()} << 20;
     mc.restart_window_ms = m.getRestartWindowMs();
+    mc.breaker_max_cooldown_ms = m.getBreakerMaxCooldownMs();
+    if (mc.breaker_max_cooldown_ms < 1000 || mc.breaker_max_cooldown_ms > 3600000) {
+      return FieldError(source, field + ".breakerMaxCooldownMs", "must be between 1000 and 3600000");
+    }
     if (mc.restart_window_ms < 1) return FieldError(source, field + ".restartWindowMs", "must be > 0");
     mc.zygote_start_timeout_ms = m.getZygoteStartTimeoutMs();
     if (mc.zygote_start_timeout_ms < 1 || mc.zygote_start_timeout_ms > 3600000) {

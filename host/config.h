@@ -38,6 +38,7 @@ struct ModuleConfig {
   uint32_t cancel_grace_ms = 1000;
   uint64_t worker_memory_bytes = 1ull << 30;
   uint32_t restart_window_ms = 10000;
+  uint32_t breaker_max_cooldown_ms = 60000;  // the crash-loop breaker's trials back off to this
 };
 
 struct Route {

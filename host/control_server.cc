@@ -24,49 +24,59 @@
 namespace mp::host {
 namespace {
 
-constexpr char kVersion[] = "0.1.0";
-
 // Fails the RPC with `s`'s message: mpctl prints it and exits 1.
 [[noreturn]] void Refuse(const absl::Status& s) {
   throw kj::Exception(kj::Exception::Type::FAILED, __FILE__, __LINE__,
                       kj::str(std::string(s.message()).c_str()));
 }
 
+// Every question but `call` is answered from one Snapshot (host/snapshot.h): the same figures
+// mpctl prints, /metrics renders and the tests read.
 class ControlImpl final : public control::Control::Server {
  public:
-  ControlImpl(Supervisor& supervisor, std::string listen, std::string control)
-      : supervisor_(supervisor), listen_(std::move(listen)), control_(std::move(control)) {}
+  explicit ControlImpl(Supervisor& supervisor) : supervisor_(supervisor) {}
 
   kj::Promise<void> ps(PsContext context) override {
-    auto workers = supervisor_.Workers(/*with_memory=*/true);
-    auto list = context.getResults().initWorkers(workers.size());
-    for (size_t i = 0; i < workers.size(); ++i) {
-      const auto& w = workers[i];
-      auto out = list[i];
-      out.setPid(w.pid);
-      out.setModule(w.module);
-      out.setGeneration(w.generation);
-      out.setState(w.state);
-      out.setCalls(w.calls);
-      out.setErrors(w.errors);
-      out.setStartedUnixMs(w.started_unix_ms);
-      auto l = out.initSandbox(w.sandbox.size());
-      for (size_t k = 0; k < w.sandbox.size(); ++k) l.set(k, w.sandbox[k]);
-      out.setRssBytes(w.memory.rss_bytes);
-      out.setPssBytes(w.memory.pss_bytes);
-      out.setUssBytes(w.memory.uss_bytes);
-      out.setHeapResidentBytes(w.memory.heap_resident_bytes);
-      out.setHeapPrivatizedBytes(w.memory.heap_privatized_bytes);
-      out.setRestarts(w.restarts);
-    }
-    return kj::READY_NOW;
+    return supervisor_.Snapshot(/*with_proc=*/true).then([context](auto snapshot) mutable {
+      context.getResults().setWorkers(snapshot->template getRoot<control::Snapshot>().getWorkers());
+    });
+  }
+
+  kj::Promise<void> modules(ModulesContext context) override {
+    return supervisor_.Snapshot(/*with_proc=*/true).then([context](auto snapshot) mutable {
+      context.getResults().setModules(snapshot->template getRoot<control::Snapshot>().getModules());
+    });
+  }
+
+  kj::Promise<void> heap(HeapContext context) override {
+    const std::string module = context.getParams().getModule().cStr();
+    return supervisor_.Snapshot(/*with_proc=*/true).then([context, module](auto snapshot) mutable {
+      auto heaps = snapshot->template getRoot<control::Snapshot>().getHeaps();
+      std::vector<control::HeapInfo::Reader> chosen;
+      for (auto h : heaps) {
+        if (module.empty() || h.getModule() == module.c_str()) chosen.push_back(h);
+      }
+      auto out = context.getResults().initHeaps(static_cast<unsigned>(chosen.size()));
+      for (size_t i = 0; i < chosen.size(); ++i) out.setWithCaveats(i, chosen[i]);
+    });
+  }
+
+  kj::Promise<void> status(StatusContext context) override {
+    return supervisor_.Snapshot(/*with_proc=*/true).then([context](auto snapshot) mutable {
+      context.getResults().setStatus(snapshot->template getRoot<control::Snapshot>().getStatus());
+    });
+  }
+
+  kj::Promise<void> metrics(MetricsContext context) override {
+    return supervisor_.MetricsText().then([context](std::string text) mutable {
+      context.getResults().setText(text);
+    });
   }
 
   kj::Promise<void> reload(ReloadContext context) override {
     std::string module = context.getParams().getModule().cStr();
     if (module.empty()) {  // every module, one after the other; the first failure is reported
-      auto names = std::make_shared<std::vector<std::string>>();
-      for (const auto& m : supervisor_.Modules()) names->push_back(m.name);
+      auto names = std::make_shared<std::vector<std::string>>(supervisor_.ModuleNames());
       return ReloadEach(names, 0, context);
     }
     return supervisor_.Reload(module).then([context](absl::StatusOr<uint64_t> r) mutable {
@@ -90,30 +100,8 @@ class ControlImpl final : public control::Control::Server {
     std::string module = context.getParams().getModule().cStr();
     return supervisor_.Restart(module).then([context](absl::StatusOr<uint64_t> r) mutable {
       if (!r.ok()) Refuse(r.status());
-      context.getResults().setWorkers(*r);
+      context.getResults().setWorkers(static_cast<uint32_t>(*r));
     });
-  }
-
-  kj::Promise<void> status(StatusContext context) override {
-    auto out = context.getResults().initStatus();
-    const auto totals = supervisor_.ComputeTotals();
-    out.setVersion(kVersion);
-    out.setPid(::getpid());
-    out.setUptimeMs(static_cast<uint64_t>(
-        std::chrono::duration_cast<std::chrono::milliseconds>(std::chrono::steady_clock::now() - started_)
-            .count()));
-    out.setListen(listen_);
-    out.setControl(control_);
-    out.setDraining(supervisor_.draining());
-    out.setModules(totals.modules);
-    out.setModulesFailed(totals.modules_failed);
-    out.setWorkers(totals.workers);
-    out.setWorkersBusy(totals.workers_busy);
-    out.setCalls(totals.calls);
-    if (auto self = ReadMemoryUsage(::getpid(), "/memfd:mp-heap.")) out.setHostPssBytes(self->pss_bytes);
-    out.setWorkerPssBytes(totals.worker_pss_bytes);
-    out.setHeapBytes(totals.heap_bytes);
-    return kj::READY_NOW;
   }
 
   kj::Promise<void> kill(KillContext context) override {
@@ -126,70 +114,9 @@ class ControlImpl final : public control::Control::Server {
     return kj::READY_NOW;
   }
 
-  kj::Promise<void> metrics(MetricsContext context) override {
-    context.getResults().setText(supervisor_.MetricsText());
-    return kj::READY_NOW;
-  }
-
   kj::Promise<void> scale(ScaleContext context) override {
     auto p = context.getParams();
     if (auto s = supervisor_.Scale(p.getModule().cStr(), p.getMin(), p.getMax()); !s.ok()) Refuse(s);
-    return kj::READY_NOW;
-  }
-
-  kj::Promise<void> heap(HeapContext context) override {
-    auto heaps = supervisor_.Heaps(context.getParams().getModule().cStr());
-    auto list = context.getResults().initHeaps(heaps.size());
-    for (size_t i = 0; i < heaps.size(); ++i) {
-      const HeapSnapshot& h = heaps[i];
-      auto out = list[i];
-      out.setModule(h.module);
-      out.setVersion(h.version);
-      out.setGeneration(h.generation);
-      out.setCurrent(h.current);
-      out.setSegmentBytes(h.segment_bytes);
-      out.setDataBytes(h.data_bytes);
-      out.setChecksum(h.checksum);
-      std::vector<const char*> seals;
-      if (h.seals & F_SEAL_SEAL) seals.push_back("seal");
-      if (h.seals & F_SEAL_SHRINK) seals.push_back("shrink");
-      if (h.seals & F_SEAL_GROW) seals.push_back("grow");
-      if (h.seals & F_SEAL_WRITE) seals.push_back("write");
-      auto s = out.initSeals(seals.size());
-      for (size_t k = 0; k < seals.size(); ++k) s.set(k, seals[k]);
-      out.setMappers(h.mappers);
-      out.setResidentBytes(h.resident_bytes);
-      out.setPssBytes(h.pss_bytes);
-      out.setPrivatizedBytes(h.privatized_bytes);
-    }
-    return kj::READY_NOW;
-  }
-
-  kj::Promise<void> modules(ModulesContext context) override {
-    auto mods = supervisor_.Modules();
-    auto list = context.getResults().initModules(mods.size());
-    for (size_t i = 0; i < mods.size(); ++i) {
-      const ModuleSnapshot& m = mods[i];
-      auto out = list[i];
-      out.setName(m.name);
-      out.setVersion(m.version);
-      out.setGeneration(m.generation);
-      out.setState(m.state);
-      out.setReason(m.reason);
-      out.setHeapBytes(m.heap_bytes);
-      out.setWorkersReady(m.workers_ready);
-      out.setWorkersBusy(m.workers_busy);
-      out.setWorkersTarget(m.workers_target);
-      out.setWorkersMax(m.workers_max);
-      out.setGenerations(m.generations);
-      out.setCallsPerSecond(m.calls_per_second);
-      auto bounds = out.initLatencyBounds(kLatencyBucketCount - 1);
-      for (size_t b = 0; b + 1 < kLatencyBucketCount; ++b) bounds.set(b, kLatencyBuckets[b]);
-      auto counts = out.initLatencyCounts(m.latency_buckets.size());
-      for (size_t b = 0; b < m.latency_buckets.size(); ++b) counts.set(b, m.latency_buckets[b]);
-      out.setCalls(m.calls);
-      out.setRestarts(m.restarts);
-    }
     return kj::READY_NOW;
   }
 
@@ -222,9 +149,6 @@ class ControlImpl final : public control::Control::Server {
 
  private:
   Supervisor& supervisor_;
-  std::string listen_;
-  std::string control_;
-  std::chrono::steady_clock::time_point started_ = std::chrono::steady_clock::now();
 };
 
 // If a socket exists at `path`: a live listener is an error, a dead one is removed.
@@ -325,7 +249,7 @@ absl::Status ControlServer::Listen(const std::string& path, const std::string& g
   const mode_t mode = group_ == static_cast<gid_t>(-1) ? 0600 : 0660;
   if (::chmod(path.c_str(), mode) != 0) return ErrnoStatus(absl::StrCat("chmod(", path, ")"), errno);
   path_ = path;
-  server_ = kj::heap<capnp::TwoPartyServer>(kj::heap<ControlImpl>(supervisor_, listen_, path));
+  server_ = kj::heap<capnp::TwoPartyServer>(kj::heap<ControlImpl>(supervisor_));
   return absl::OkStatus();
 }
 

@@ -62,18 +62,15 @@ absl::StatusOr<PluginImage> ReadPluginImage(absl::string_view module, const std:
 }
 
 Generation::Generation(HelperEnv& env, const ModuleConfig& config, BuiltHeap heap,
-                       ChildProcess init, UniqueFd control, UniqueFd init_socket,
-                       uint64_t output_id)
+                       ChildProcess init, UniqueFd control, UniqueFd init_socket)
     : env_(env),
       module_(config.name),
       number_(heap.info.generation),
-      start_timeout_ms_(config.zygote_start_timeout_ms),
       segment_(std::move(heap.segment)),
       heap_info_(std::move(heap.info)),
       init_(std::move(init)),
       control_(env.events, std::move(control)),
-      init_channel_(env.events, std::move(init_socket)),
-      output_id_(output_id) {}
+      init_channel_(env.events, std::move(init_socket)) {}
 
 kj::Promise<absl::StatusOr<std::unique_ptr<Generation>>> Generation::Start(
     HelperEnv& env, const ModuleConfig& config, BuiltHeap heap) {
@@ -118,8 +115,7 @@ kj::Promise<absl::StatusOr<std::unique_ptr<Generation>>> Generation::Start(
   spec.address_space_bytes = heap.info.segment_bytes + 2 * (config.ring_bytes + (64 << 10)) +
                              config.worker_memory_bytes + (64ull << 20);
   std::unique_ptr<Generation> gen(new Generation(env, config, std::move(heap), *std::move(child),
-                                                 std::move(control_ours), std::move(init_ours),
-                                                 output->id));
+                                                 std::move(control_ours), std::move(init_ours)));
   auto hello = kj::newPromiseAndFulfiller<absl::Status>();
   gen->hello_ = kj::mv(hello.fulfiller);
   gen->control_loop_ = gen->ReadControl().eagerlyEvaluate(nullptr);

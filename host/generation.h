@@ -96,7 +96,7 @@ class Generation {
 
  private:
   Generation(HelperEnv& env, const ModuleConfig& config, BuiltHeap heap, ChildProcess init,
-             UniqueFd control, UniqueFd init_socket, uint64_t output_id);
+             UniqueFd control, UniqueFd init_socket);
   kj::Promise<void> ReadControl();
   kj::Promise<void> ReadInit();
   void OnControlMessage(HelperMessage message);
@@ -109,13 +109,11 @@ class Generation {
   HelperEnv& env_;
   std::string module_;
   uint64_t number_;
-  uint32_t start_timeout_ms_;
   shm::Segment segment_;
   shm::HeapInfo heap_info_;
   ChildProcess init_;
   HelperChannel control_;
   HelperChannel init_channel_;
-  uint64_t output_id_;
   pid_t stage_pid_ = 0;          // host pid namespace
   pid_t stage_helper_pid_ = -1;  // as init sees it
   std::string stage_end_;

@@ -111,8 +111,9 @@ kj::Promise<void> FrontDoor::request(kj::HttpMethod method, kj::StringPtr url,
                                : Send(response, Plain(503, "not ready\n"));
   }
   if (path == "/metrics") {
-    return Send(response,
-                Plain(200, supervisor_.MetricsText(), "text/plain; version=0.0.4; charset=utf-8"));
+    return supervisor_.MetricsText().then([this, &response](std::string text) {
+      return Send(response, Plain(200, std::move(text), "text/plain; version=0.0.4; charset=utf-8"));
+    });
   }
   // A ".." segment never reaches a module: answer it here rather than trust every module.
   if (path == "/.." || absl::StrContains(path, "/../") || absl::EndsWith(path, "/..")) {

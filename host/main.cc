@@ -128,6 +128,7 @@ int Main(int argc, char** argv) {
   std::string host = config.listen.substr(0, config.listen.rfind(':'));
   const std::string http_address = absl::StrCat(host, ":", listener->getPort());
   ControlServer control_server(io, supervisor, http_address);
+  supervisor.SetAddresses(http_address, config.control);
   if (auto s = control_server.Listen(config.control, config.control_group); !s.ok()) {
     supervisor.StopAll();
     return Fail(s.message());

@@ -8,6 +8,7 @@ namespace mp::microproc {
 enum ExitStatus : int {
   kExitOk = 0,
   kExitFailed = 1,              // reported its failure, then exited
+  kExitHostBrokeRing = 3,       // a worker found its ring broken by the host (never happens)
   kExitSetupFailed = 70,        // could not enter its sandbox or set itself up
   kExitLostHost = 71,           // the supervisor went away
   kExitExecFailed = 127,        // a helper could not be executed

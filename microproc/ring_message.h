@@ -11,9 +11,11 @@
 #pragma once
 
 #include <capnp/message.h>
+#include <capnp/serialize.h>
 
 #include <cstddef>
 #include <cstdint>
+#include <optional>
 #include <span>
 #include <string>
 #include <utility>
@@ -96,6 +98,32 @@ class ChunkedSend {
   kj::Array<capnp::word> message_;
   uint64_t sent_ = 0;
 };
+
+// ---- Sending: one path for both sides ----
+
+// Builds the message that `fill(capnp::MessageBuilder&)` writes, of exact size `bytes`, to be
+// sent on `out` as a frame of `kind`. With `frame` (a reservation of `bytes` in `out`) it is
+// built there, in place, and committed; `*wake` says whether the consumer sleeps. Without one
+// (the message is larger than a frame, or there is no room now), or if it outgrows the frame
+// after all, it is built in private memory and returned as a ChunkedSend for the caller to
+// pump: the host as the worker makes room, the worker waiting for room.
+template <typename Fill>
+std::optional<ChunkedSend> BuildMessage(shm::RingWriter& out, shm::FrameKind kind,
+                                        uint64_t call_id, size_t bytes, std::byte* frame,
+                                        Fill&& fill, bool* wake) {
+  if (frame != nullptr) {
+    FrameMessageBuilder message(frame, bytes);
+    fill(static_cast<capnp::MessageBuilder&>(message));
+    if (message.InFrame()) {
+      *wake = out.Commit(kind, call_id, message.FinishInFrame()) || *wake;
+      return std::nullopt;
+    }
+    return ChunkedSend(kind, call_id, capnp::messageToFlatArray(message));  // size was wrong
+  }
+  capnp::MallocMessageBuilder message(static_cast<unsigned>(bytes / sizeof(capnp::word)));
+  fill(static_cast<capnp::MessageBuilder&>(message));
+  return ChunkedSend(kind, call_id, capnp::messageToFlatArray(message));
+}
 
 // Reassembles a chunked message into private memory, refusing anything past `max_bytes`.
 // Chunk payloads are copied out of the ring as they arrive: the result is private, and the

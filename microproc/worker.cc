@@ -10,6 +10,7 @@
 #include <vector>
 
 #include "schemas/call.capnp.h"
+#include "microproc/exit_status.h"
 #include "microproc/ring_message.h"
 #include "shm/doorbell.h"
 #include "shm/module_heap.h"
@@ -65,20 +66,11 @@ class Sender {
   // frame when it fits, else built on the heap and sent as chunks.
   template <typename Fill>
   void Send(shm::FrameKind kind, uint64_t call_id, size_t bytes, Fill&& fill) {
-    if (bytes <= shm::MaxFramePayload(out_.capacity())) {
-      std::byte* frame = Reserve(bytes);
-      FrameMessageBuilder message(frame, bytes);
-      fill(message);
-      if (message.InFrame()) {
-        if (out_.Commit(kind, call_id, message.FinishInFrame())) shm::RingDoorbell(doorbell_fd_);
-        return;
-      }
-      SendChunked(kind, call_id, capnp::messageToFlatArray(message));  // size was wrong
-      return;
-    }
-    capnp::MallocMessageBuilder message(static_cast<unsigned>(bytes / sizeof(capnp::word)));
-    fill(message);
-    SendChunked(kind, call_id, capnp::messageToFlatArray(message));
+    std::byte* frame = bytes <= shm::MaxFramePayload(out_.capacity()) ? Reserve(bytes) : nullptr;
+    bool wake = false;
+    auto chunked = BuildMessage(out_, kind, call_id, bytes, frame, fill, &wake);
+    if (wake) shm::RingDoorbell(doorbell_fd_);
+    if (chunked) SendChunked(*std::move(chunked));
   }
 
   void SendError(uint64_t call_id, call::Error::Code code, const std::string& text) {
@@ -93,12 +85,11 @@ class Sender {
  private:
   std::byte* Reserve(uint64_t bytes) {
     std::byte* p = shm::ReserveWaiting(out_, requests_, bytes, spin_);
-    if (p == nullptr) _exit(3);  // the host broke the ring: it never does
+    if (p == nullptr) _exit(kExitHostBrokeRing);  // the host never does
     return p;
   }
 
-  void SendChunked(shm::FrameKind kind, uint64_t call_id, kj::Array<capnp::word> flat) {
-    ChunkedSend send(kind, call_id, std::move(flat));
+  void SendChunked(ChunkedSend send) {
     for (;;) {
       bool wake = false;
       const bool done = send.Pump(out_, &wake);
@@ -155,11 +146,11 @@ void ServeCalls(shm::RingFile& ring, int doorbell_fd, const mp_module& module, c
       shm::WaitForFrame(in, spin, 0);
       continue;
     }
-    if (st == shm::ReadStatus::kViolation) _exit(3);  // the host never does this
+    if (st == shm::ReadStatus::kViolation) _exit(kExitHostBrokeRing);  // the host never does this
     if (frame.kind == shm::FrameKind::kStop) break;
     if (frame.kind == shm::FrameKind::kChunk) {
       // Copied out at once, so that the host can go on; it waits on our doorbell for room.
-      if (!chunks.AddChunk(frame.call_id, frame.payload).ok()) _exit(3);  // the host checks sizes
+      if (!chunks.AddChunk(frame.call_id, frame.payload).ok()) _exit(kExitHostBrokeRing);  // the host checks sizes
       in.Pop();
       shm::RingDoorbell(doorbell_fd);
       continue;
@@ -189,7 +180,7 @@ void ServeCalls(shm::RingFile& ring, int doorbell_fd, const mp_module& module, c
     } else {
       auto assembled = chunks.Complete(call_id, frame.payload);
       in.Pop();
-      if (!assembled.ok()) _exit(3);  // the host sends whole messages
+      if (!assembled.ok()) _exit(kExitHostBrokeRing);  // the host sends whole messages
       words = *assembled;
       whole = true;
     }
@@ -218,7 +209,7 @@ void ServeCalls(shm::RingFile& ring, int doorbell_fd, const mp_module& module, c
     } else {
       chunks.Reset();
     }
-    if (decoded && rc == MP_HANDLE_OUT_OF_MEMORY) _exit(kOutOfMemoryExit);  // the host answers
+    if (decoded && rc == MP_HANDLE_OUT_OF_MEMORY) _exit(kExitOutOfMemory);  // the host answers
     if (!decoded) {
       out.SendError(call_id, call::Error::Code::BAD_CALL, "malformed call frame");
     } else if (rc != 0) {

@@ -9,9 +9,6 @@
 
 namespace mp::microproc {
 
-// Exit status of a worker whose handler ran out of memory (its address-space limit).
-inline constexpr int kOutOfMemoryExit = 160;
-
 struct WorkerLoopOptions {
   uint32_t spin_iterations = 2000;  // checks of the ring before sleeping on the futex
 };

@@ -40,8 +40,9 @@ struct Module {
   buildTimeoutMs @8 :UInt32 = 60000;  # a build running longer is killed; the module fails
   heapMode @9 :Text = "readonly";  # "readonly", or "cow": private writable pages for scratch
                                    # writes, each copied into the writing worker only
-  maxRestarts @10 :UInt32 = 5;         # restart intensity: more worker ends than this within
-  restartWindowMs @11 :UInt32 = 10000; # the window mark the module failed (crash loop)
+  maxRestarts @10 :UInt32 = 5;         # restart intensity: workers that end before answering
+  restartWindowMs @11 :UInt32 = 10000; # a call are replaced at once this many times within the
+                                       # window, then with a backoff, then the breaker opens
   workerMemoryMb @12 :UInt32 = 1024;   # a worker's address space beyond its heap and rings
                                        # (RLIMIT_AS); a handler past it ends its worker
   cancelGraceMs @13 :UInt32 = 1000;    # after a missed deadline (504), the worker may finish
@@ -60,6 +61,8 @@ struct Module {
                                        # 65536; 0: max(1024, maxBodyKb + 64). Larger ones than
                                        # a ring frame travel in chunks.
   ringKb @22 :UInt32 = 256;            # each of a worker's two rings; a power of two, 16-65536
+  breakerMaxCooldownMs @24 :UInt32 = 60000;  # a module in a crash loop retries one worker
+                                       # after 1 s, then 2, 4 ... up to this (half-open breaker)
   zygoteStartTimeoutMs @23 :UInt32 = 10000;  # a new generation's zygote must load the plugin
                                        # (its constructors included) and say hello within this
                                        # time, or the reload fails and the old one serves on

@@ -11,7 +11,7 @@ struct WorkerInfo {
   pid @0 :Int32;
   module @1 :Text;
   generation @2 :UInt64;
-  state @3 :Text;          # starting | ready | busy | stopping
+  state @3 :Text;          # ready | busy | cancelling | stopping | killed
   calls @4 :UInt64;        # calls answered by this worker
   errors @5 :UInt64;       # calls this worker failed
   startedUnixMs @6 :Int64;
@@ -76,6 +76,41 @@ struct ModuleInfo {
   latencyCounts @13 :List(UInt64);
   generations @14 :UInt32;          # live heap generations (the current one and any retiring)
   callsPerSecond @15 :Float64;      # over the last second
+  queueDepth @16 :UInt32;           # calls waiting for a worker
+  workersStarting @17 :UInt32;
+  workersStopping @18 :UInt32;      # told to stop, or being killed
+  callsByStatus @19 :List(StatusCount);
+  exitsByCause @20 :List(CauseCount);  # every cause, from the start
+  latencySumSeconds @21 :Float64;
+  breaker @22 :Text;                # closed | open | half-open (the crash-loop breaker)
+  breakerTrips @23 :UInt64;
+  breakerTrials @24 :UInt64;
+  outputLines @25 :UInt64;          # module stderr lines logged
+  outputDroppedLines @26 :UInt64;   # ... and dropped past the rate limit
+  outputDroppedBytes @27 :UInt64;
+  workerPssBytes @28 :UInt64;       # its workers, from /proc (0 if not read)
+  workerUssBytes @29 :UInt64;
+  heapPssBytes @30 :UInt64;         # its heaps' share of RAM over every process mapping them
+  heapPrivatizedBytes @31 :UInt64;
+}
+
+struct StatusCount {
+  status @0 :UInt16;
+  count @1 :UInt64;
+}
+
+struct CauseCount {
+  cause @0 :Text;   # signal | seccomp | memory | deadline | protocol | operator | retired | ...
+  count @1 :UInt64;
+}
+
+# Everything the host shows of itself, filled once: the answers of status, modules, ps and
+# heap, and the source of /metrics.
+struct Snapshot {
+  status @0 :HostStatus;
+  modules @1 :List(ModuleInfo);
+  workers @2 :List(WorkerInfo);
+  heaps @3 :List(HeapInfo);
 }
 
 interface Control {

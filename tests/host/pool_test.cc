@@ -3,6 +3,7 @@
 #include <atomic>
 #include <set>
 #include <fstream>
+#include <random>
 #include <regex>
 #include <thread>
 
@@ -130,6 +131,57 @@ TEST_F(PoolTest, MpctlScaleChangesThePool) {
   EXPECT_EQ(bad.exit_code, 1);
   EXPECT_THAT(bad.err, HasSubstr("min <= max"));
   EXPECT_EQ(host_->Mpctl({"scale", "misbehave"}).exit_code, 2);
+}
+
+}  // namespace
+}  // namespace mp::testing
+
+namespace mp::testing {
+namespace {
+
+// SIGKILL a random worker every 200 ms while calls keep every worker busy: the pool stays at
+// its size, never above maxWorkers, and only calls in flight on a killed worker fail.
+TEST_F(PoolTest, RandomKillsUnderLoadNeverPassMaxWorkers) {
+  Start(",\"workers\":2,\"maxWorkers\":2");
+  std::atomic<bool> stop{false};
+  std::atomic<int> ok{0}, failed{0}, other{0};
+  std::vector<std::thread> load;
+  for (int i = 0; i < 6; ++i) {
+    load.emplace_back([&] {
+      while (!stop) {
+        const int status = HttpRequest(host_->port(), "GET", "/m/misbehave/ok").status;
+        ++(status == 200 ? ok : status == 502 ? failed : other);
+      }
+    });
+  }
+  std::mt19937 rng(42);
+  size_t most = 0;
+  int kills = 0;
+  for (int round = 0; round < 15; ++round) {
+    std::this_thread::sleep_for(std::chrono::milliseconds(200));
+    const std::string ps = host_->Mpctl({"ps", "--json"}).out;
+    std::vector<pid_t> live;
+    const std::regex worker("\"pid\":([0-9]+),[^}]*\"state\":\"(ready|busy|starting)\"");
+    for (auto it = std::sregex_iterator(ps.begin(), ps.end(), worker); it != std::sregex_iterator(); ++it) {
+      live.push_back(std::stoi((*it)[1]));
+    }
+    most = std::max(most, live.size());
+    EXPECT_LE(live.size(), 2u) << ps;
+    if (live.empty()) continue;
+    if (::kill(live[rng() % live.size()], SIGKILL) == 0) ++kills;
+  }
+  stop = true;
+  for (auto& t : load) t.join();
+  EXPECT_GE(kills, 10);
+  EXPECT_LE(most, 2u);
+  // Settled: exactly the pool's size again, and the module serves.
+  EXPECT_TRUE(Eventually([&] { return Workers(*host_).size() == 2; }, 5000))
+      << host_->Mpctl({"ps", "--json"}).out;
+  EXPECT_EQ(HttpRequest(host_->port(), "GET", "/m/misbehave/ok").status, 200);
+  // Failures: at most one call in flight per kill (each killed worker was serving one call).
+  EXPECT_LE(failed.load(), kills) << ok << " ok";
+  EXPECT_EQ(other.load(), 0) << "calls that failed otherwise than with their worker";
+  EXPECT_GT(ok.load(), 100);
 }
 
 }  // namespace

@@ -1,0 +1,50 @@
+// One call to a module, as the host carries it: the request, the answer, and a call waiting for
+// a worker. Plain data; the wire format is call_codec.h's.
+#pragma once
+
+#include <kj/async.h>
+#include <kj/time.h>
+
+#include <cstdint>
+#include <string>
+#include <sys/types.h>
+#include <utility>
+#include <vector>
+
+#include "absl/strings/string_view.h"
+
+namespace mp::host {
+
+using HeaderList = std::vector<std::pair<std::string, std::string>>;
+
+struct CallRequest {
+  std::string method = "GET";
+  std::string path = "/";
+  std::string query;
+  HeaderList headers;
+  std::string body;
+  uint32_t timeout_ms = 0;  // 0: the module's callTimeoutMs
+};
+
+// An answer for the client: the module's reply, or the host's error (`from_host`), whose body
+// is a JSON error naming the module and the cause.
+struct CallResult {
+  uint16_t status = 200;
+  HeaderList headers;
+  std::string body;
+  pid_t worker_pid = 0;
+  bool from_host = false;
+};
+
+// A call admitted to a module, waiting for (or given to) a worker. Its promise resolves exactly
+// once, through `fulfiller`.
+struct PendingCall {
+  CallRequest request;
+  kj::Own<kj::PromiseFulfiller<CallResult>> fulfiller;
+  kj::TimePoint received;  // for the latency histogram (queueing included)
+};
+
+// The host's own error answer: `status` with a JSON body {"error": message, "module": module}.
+CallResult HostError(uint16_t status, absl::string_view module, absl::string_view message);
+
+}  // namespace mp::host

@@ -1,0 +1,35 @@
+// Everything the host shows of itself (schemas/control.capnp, Snapshot), filled once per
+// question: mpctl's status, modules, ps and heap, and /metrics all read one. Memory figures
+// come from /proc, read on a thread of their own, at most once per process per snapshot.
+#pragma once
+
+#include <capnp/message.h>
+#include <kj/async.h>
+
+#include <map>
+#include <memory>
+#include <string>
+
+#include "host/module_output.h"
+#include "host/module_runtime.h"
+#include "schemas/control.capnp.h"
+
+namespace mp::host {
+
+struct HostFacts {
+  std::string version;
+  std::string listen;
+  std::string control;
+  bool draining = false;
+  int64_t uptime_ms = 0;
+};
+
+using ModuleMap = std::map<std::string, std::unique_ptr<ModuleRuntime>, std::less<>>;
+
+// Fills a Snapshot of `modules` and `output` (which must outlive the promise) and `facts`;
+// with `with_proc` the memory and sandbox figures are read from /proc, off the event loop.
+kj::Promise<kj::Own<capnp::MallocMessageBuilder>> TakeSnapshot(const ModuleMap& modules,
+                                                               const ModuleOutput& output,
+                                                               HostFacts facts, bool with_proc);
+
+}  // namespace mp::host
