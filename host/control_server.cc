@@ -67,6 +67,12 @@ class ControlImpl final : public control::Control::Server {
     });
   }
 
+  kj::Promise<void> snapshot(SnapshotContext context) override {
+    return supervisor_.Snapshot(/*with_proc=*/true).then([context](auto snapshot) mutable {
+      context.getResults().setSnapshot(snapshot->template getRoot<control::Snapshot>());
+    });
+  }
+
   kj::Promise<void> metrics(MetricsContext context) override {
     return supervisor_.MetricsText().then([context](std::string text) mutable {
       context.getResults().setText(text);

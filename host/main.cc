@@ -3,6 +3,7 @@
 // event loop.
 //
 //   mphost [--config FILE] [--listen HOST:PORT] [--control SOCKET]
+//   mphost --check-config FILE | --version | --help
 #include <kj/async-io.h>
 #include <kj/async-unix.h>
 #include <kj/compat/http.h>
@@ -13,9 +14,11 @@
 
 #include <cstdio>
 #include <functional>
+#include <optional>
 #include <string>
 
 #include "absl/strings/str_cat.h"
+#include "host/cli.h"
 #include "host/config.h"
 #include "host/control_server.h"
 #include "host/head_timeout.h"
@@ -28,16 +31,11 @@
 namespace mp::host {
 namespace {
 
-constexpr char kUsage[] =
-    "usage: mphost [--config FILE] [--listen HOST:PORT] [--control SOCKET]\n"
-    "\n"
-    "Serves the modules of FILE (JSON, see docs/operations.md), or the bundled modules when no\n"
-    "config is given, over HTTP at /m/<module>/...; /healthz, /readyz, /metrics describe the\n"
-    "host. mpctl talks to it over the control socket.\n";
+constexpr char kVersion[] = "0.1.0";
 
-int Fail(absl::string_view message) {
+int Fail(absl::string_view message, int code = 1) {
   std::fprintf(stderr, "mphost: %s\n", std::string(message).c_str());
-  return 1;
+  return code;
 }
 
 // The directory holding this executable (and mp-builder, mp-zygote).
@@ -49,37 +47,57 @@ std::string ExeDir() {
   return path.substr(0, path.rfind('/'));
 }
 
-int Main(int argc, char** argv) {
-  std::string config_path, listen, control;
-  for (int i = 1; i < argc; ++i) {
-    std::string arg = argv[i];
-    auto value = [&](std::string* out) {
-      if (i + 1 >= argc) return false;
-      *out = argv[++i];
+struct Flags {
+  std::string config, listen, control, check_config;
+};
+
+// Parses the command line into `*flags`; nullopt to go on, else the exit code.
+std::optional<int> ParseFlags(int argc, char** argv, Flags* flags) {
+  CliContext context("mphost");
+  auto set = [](std::string* out) {
+    return [out](kj::StringPtr value) -> kj::MainBuilder::Validity {
+      if (value.size() == 0) return kj::str("needs a value");
+      *out = value.cStr();
       return true;
     };
-    if (arg == "--help" || arg == "-h") {
-      std::fputs(kUsage, stdout);
-      return 0;
-    } else if (arg == "--config") {
-      if (!value(&config_path)) return Fail("--config needs a FILE");
-    } else if (arg == "--listen") {
-      if (!value(&listen)) return Fail("--listen needs HOST:PORT");
-    } else if (arg == "--control") {
-      if (!value(&control)) return Fail("--control needs a SOCKET path");
-    } else {
-      std::fputs(kUsage, stderr);
-      return Fail(absl::StrCat("unknown argument '", arg, "'"));
-    }
-  }
+  };
+  return ParseCommandLine(
+      kj::MainBuilder(context, kj::str("mphost ", kVersion),
+                      "Serves the modules of a config file (JSON, docs/operations.md), or the "
+                      "bundled modules when none is given, over HTTP at /m/<module>/...; "
+                      "/healthz, /readyz and /metrics describe the host, and mpctl steers it "
+                      "through the control socket.",
+                      "Exit codes: 0 a clean stop, 1 a failure at run time, 2 a usage or config "
+                      "error.")
+          .addOptionWithArg({"config"}, set(&flags->config), "FILE", "The config file (JSON).")
+          .addOptionWithArg({"listen"}, set(&flags->listen), "HOST:PORT",
+                            "The HTTP address (overrides the config's).")
+          .addOptionWithArg({"control"}, set(&flags->control), "SOCKET",
+                            "The control socket's path (overrides the config's).")
+          .addOptionWithArg({"check-config"}, set(&flags->check_config), "FILE",
+                            "Validate FILE and exit: 0 if it is valid, 2 with the error if not.")
+          .build(),
+      context, argc, argv);
+}
 
+int Main(int argc, char** argv) {
+  Flags flags;
+  if (auto code = ParseFlags(argc, argv, &flags)) return *code;
+  if (!flags.check_config.empty()) {
+    auto checked = LoadConfigFile(flags.check_config);
+    if (!checked.ok()) return Fail(checked.status().message(), kExitUsage);
+    std::printf("config %s: valid (%zu modules)\n", flags.check_config.c_str(),
+                checked->modules.size());
+    return 0;
+  }
+  const std::string config_path = flags.config, listen = flags.listen, control = flags.control;
   const std::string exe_dir = ExeDir();
   HostConfig config;
   if (config_path.empty()) {
     config = DefaultConfig(exe_dir + "/../modules");
   } else {
     auto loaded = LoadConfigFile(config_path);
-    if (!loaded.ok()) return Fail(loaded.status().message());
+    if (!loaded.ok()) return Fail(loaded.status().message(), kExitUsage);
     config = *std::move(loaded);
   }
   if (!listen.empty()) config.listen = listen;

@@ -5,6 +5,7 @@
 
 #include <vector>
 
+#include "absl/strings/str_format.h"
 #include "host/accounting.h"
 #include "host/off_loop.h"
 #include "host/sandbox_probe.h"
@@ -126,7 +127,7 @@ void Fill(const ModuleMap& modules, const HostFacts& facts,
     info.setWorkersBusy(busy);
     info.setWorkersStarting(starting);
     info.setWorkersStopping(stopping);
-    info.setWorkersTarget(pool.limits().min_workers);
+    info.setWorkersMin(pool.limits().min_workers);
     info.setWorkersMax(pool.limits().max_workers);
     info.setWorkerPssBytes(pss);
     info.setWorkerUssBytes(uss);
@@ -174,7 +175,7 @@ void Fill(const ModuleMap& modules, const HostFacts& facts,
       h.setCurrent(g == current);
       h.setSegmentBytes(heap.segment_bytes);
       h.setDataBytes(heap.data_bytes);
-      h.setChecksum(heap.checksum);
+      h.setChecksum(absl::StrFormat("%016x", heap.checksum));
       const int seals = g->segment().Seals().value_or(0);
       std::vector<const char*> names;
       for (int bit : {F_SEAL_SEAL, F_SEAL_SHRINK, F_SEAL_GROW, F_SEAL_WRITE}) {

@@ -32,7 +32,7 @@ struct HeapInfo {
   current @3 :Bool;          # new calls go to this generation
   segmentBytes @4 :UInt64;
   dataBytes @5 :UInt64;
-  checksum @6 :UInt64;
+  checksum @6 :Text;         # FNV-1a 64 of the heap, hex
   seals @7 :List(Text);      # "seal", "shrink", "grow", "write"
   mappers @8 :UInt32;        # processes that map it (workers and the zygote)
   residentBytes @9 :UInt64;  # sum of the mapping's Rss over mappers
@@ -66,10 +66,10 @@ struct ModuleInfo {
   heapBytes @5 :UInt64;
   workersReady @6 :UInt32;
   workersBusy @7 :UInt32;
-  workersTarget @8 :UInt32;  # the pool's minimum
+  workersMin @8 :UInt32;     # the pool's minimum
+  workersMax @11 :UInt32;    # ... and maximum
   calls @9 :UInt64;
   restarts @10 :UInt64;
-  workersMax @11 :UInt32;
   # Cumulative call latency histogram: counts of calls answered within each bound, seconds
   # (the last count, bound +Inf, is every call given to a worker).
   latencyBounds @12 :List(Float64);
@@ -143,4 +143,6 @@ interface Control {
   # flight finish, the host exits 0.
   drain @9 () -> ();
   metrics @10 () -> (text :Text);  # the Prometheus text of /metrics
+  # Everything above at once (status, modules, workers, heaps): what /metrics is rendered from.
+  snapshot @11 () -> (snapshot :Snapshot);
 }

@@ -1,5 +1,6 @@
 // mphost refuses a bad config or a bad plugin at startup: non-zero exit and one line that
 // names the file and the problem.
+#include <filesystem>
 #include <fstream>
 
 #include "gmock/gmock.h"
@@ -136,8 +137,41 @@ TEST_F(BadStartTest, ModuleNameMustMatchThePlugin) {
 
 TEST_F(BadStartTest, UnknownArgument) {
   CommandResult r = RunCommand({BinDir() + "/mphost", "--frobnicate"});
-  EXPECT_NE(r.exit_code, 0);
-  EXPECT_THAT(r.err, HasSubstr("unknown argument '--frobnicate'"));
+  EXPECT_EQ(r.exit_code, 2);  // a usage error
+  EXPECT_THAT(r.err, HasSubstr("--frobnicate: unrecognized option"));
+  EXPECT_THAT(r.err, HasSubstr("mphost --help"));
+}
+
+TEST(CommandLineTest, FlagsTakeEitherFormAndVersionAndHelpExitZero) {
+  CommandResult version = RunCommand({BinDir() + "/mphost", "--version"});
+  EXPECT_EQ(version.exit_code, 0);
+  EXPECT_THAT(version.out, HasSubstr("mphost 0.1.0"));
+  CommandResult help = RunCommand({BinDir() + "/mphost", "--help"});
+  EXPECT_EQ(help.exit_code, 0);
+  EXPECT_THAT(help.out, HasSubstr("--check-config"));
+  EXPECT_EQ(RunCommand({BinDir() + "/mphost", "--listen"}).exit_code, 2);
+  char tmpl[] = "/tmp/mphost-flags-XXXXXX";
+  const std::string dir = ::mkdtemp(tmpl);
+  std::ofstream(dir + "/ok.json") << "{\"modules\":[{\"name\":\"echo\",\"plugin\":\"" << ModuleDir()
+                                  << "/libecho.so\"}]}";
+  std::ofstream(dir + "/bad.json") << "{\"modules\":[{\"name\":\"echo\",\"plugin\":\"" << ModuleDir()
+                                   << "/libecho.so\",\"workers\":0}]}";
+  CommandResult ok = RunCommand({BinDir() + "/mphost", "--check-config=" + dir + "/ok.json"});
+  EXPECT_EQ(ok.exit_code, 0) << ok.err;
+  EXPECT_THAT(ok.out, HasSubstr("valid (1 modules)"));
+  CommandResult bad = RunCommand({BinDir() + "/mphost", "--check-config", dir + "/bad.json"});
+  EXPECT_EQ(bad.exit_code, 2);
+  EXPECT_THAT(bad.err, HasSubstr("workers"));
+  std::filesystem::remove_all(dir);
+}
+
+TEST(CommandLineTest, MpctlParsesNumbersStrictlyAndSuggestsCommands) {
+  CommandResult typo = RunCommand({BinDir() + "/mpctl", "stauts"});
+  EXPECT_EQ(typo.exit_code, 2);
+  EXPECT_THAT(typo.err, HasSubstr("unknown command 'stauts'; did you mean 'status'?"));
+  CommandResult number = RunCommand({BinDir() + "/mpctl", "scale", "echo", "--min=2x", "--max", "3"});
+  EXPECT_EQ(number.exit_code, 2);
+  EXPECT_THAT(number.err, HasSubstr("'2x' is not a whole number"));
 }
 
 TEST(ConfigTest, AValidConfigServesItsModulesWithOptions) {
