@@ -45,6 +45,7 @@
 #include <vector>
 
 #include "absl/strings/str_format.h"
+#include "bench/ring_latency_common.h"
 #include "schemas/call.capnp.h"
 #include "microproc/ring_message.h"
 #include "shm/doorbell.h"
@@ -58,105 +59,11 @@ namespace {
 
 constexpr uint64_t kCallRingBytes = uint64_t{1} << 20;    // each way, latency lines
 constexpr uint64_t kStreamRingBytes = uint64_t{4} << 20;  // a 1 MiB frame needs ≤ half a ring
-constexpr size_t kFdMessageBytes = 64;                    // socketpair, pipe, TCP ping-pong
 constexpr std::array<size_t, 3> kStreamPayloads = {64, 4096, size_t{1} << 20};
 static_assert(kStreamPayloads[0] == 64, "the 64 B target reads the first throughput line");
 
-struct Options {
-  int64_t iterations = 20000;   // timed round trips per latency line
-  int64_t warmup = 2000;        // untimed round trips before them
-  double stream_seconds = 1.0;  // timed streaming per throughput line
-  bool quick = false;
-  bool yield_when_spinning = false;  // one CPU: a spinner must hand the CPU to its peer
-};
 
-// ---- Plumbing -------------------------------------------------------------------------------
 
-[[noreturn]] void Die(const std::string& what) {
-  std::fprintf(stderr, "ring_latency: %s\n", what.c_str());
-  std::fflush(stderr);
-  _exit(2);
-}
-[[noreturn]] void DieErrno(std::string_view what) {
-  Die(ErrnoStatus(absl::string_view(what.data(), what.size()), errno).ToString());
-}
-template <typename T>
-T Check(absl::StatusOr<T> v) {
-  if (!v.ok()) Die(v.status().ToString());
-  return *std::move(v);
-}
-
-int64_t NowNs() {
-  timespec ts;
-  clock_gettime(CLOCK_MONOTONIC, &ts);
-  return int64_t{ts.tv_sec} * 1'000'000'000 + ts.tv_nsec;
-}
-
-inline void SpinPause(const Options& o) {
-  if (o.yield_when_spinning) sched_yield();
-}
-
-// Shared (not FUTEX_PRIVATE): the words live in a mapping shared by two processes.
-void FutexWait(std::atomic<uint32_t>* word, uint32_t expected) {
-  ::syscall(SYS_futex, reinterpret_cast<uint32_t*>(word), FUTEX_WAIT, expected, nullptr, nullptr,
-            0);
-}
-void FutexWake(std::atomic<uint32_t>* word) {
-  ::syscall(SYS_futex, reinterpret_cast<uint32_t*>(word), FUTEX_WAKE, 1, nullptr, nullptr, 0);
-}
-
-// Moves exactly `n` bytes through a blocking descriptor, in whatever pieces it takes.
-void Transfer(int fd, std::byte* p, size_t n, bool write) {
-  while (n > 0) {
-    const ssize_t r = RetryEintr([&] { return write ? ::write(fd, p, n) : ::read(fd, p, n); });
-    if (r == 0) Die("the peer closed the connection");
-    if (r < 0) DieErrno(write ? "write" : "read");
-    p += r;
-    n -= static_cast<size_t>(r);
-  }
-}
-
-// ---- Latency statistics ---------------------------------------------------------------------
-
-struct Latency {
-  int64_t p50_ns = 0;
-  int64_t p99_ns = 0;
-};
-
-// Nearest-rank percentiles.
-Latency Percentiles(std::vector<int64_t> samples) {
-  std::sort(samples.begin(), samples.end());
-  auto rank = [&](size_t p) { return samples[(samples.size() * p + 99) / 100 - 1]; };
-  return {rank(50), rank(99)};
-}
-
-// Runs o.warmup untimed, then o.iterations timed round trips; `round_trip(k)` performs round
-// trip k, counting from 1 over both. The peer answers o.warmup + o.iterations of them.
-template <typename RoundTrip>
-Latency TimeRoundTrips(const Options& o, RoundTrip&& round_trip) {
-  uint64_t k = 0;
-  for (int64_t i = 0; i < o.warmup; ++i) round_trip(++k);
-  std::vector<int64_t> samples(static_cast<size_t>(o.iterations));  // touched before timing
-  for (int64_t& sample : samples) {
-    const int64_t t0 = NowNs();
-    round_trip(++k);
-    sample = NowNs() - t0;
-  }
-  return Percentiles(std::move(samples));
-}
-
-uint64_t Rounds(const Options& o) { return static_cast<uint64_t>(o.warmup + o.iterations); }
-
-// ---- What both processes share (made before the fork) --------------------------------------
-
-// Words in a MAP_SHARED anonymous mapping; each on its own cache line.
-struct SharedWords {
-  alignas(64) std::atomic<uint64_t> ping;        // parent → child, floor line
-  alignas(64) std::atomic<uint64_t> pong;        // child → parent, floor line
-  alignas(64) std::atomic<uint32_t> futex_down;  // parent → child, raw futex line
-  alignas(64) std::atomic<uint32_t> futex_up;    // child → parent, raw futex line
-};
-static_assert(sizeof(SharedWords) <= 4096);
 
 struct Setup {
   shm::Mapping words_mapping;
@@ -169,34 +76,6 @@ struct Setup {
   UniqueFd down_read, down_write, up_read, up_write;  // two pipes
   UniqueFd tcp_parent, tcp_child;
 };
-
-// A connected TCP pair on 127.0.0.1 (kernel-chosen port), TCP_NODELAY on both ends.
-std::pair<UniqueFd, UniqueFd> TcpLoopbackPair() {
-  UniqueFd listener(::socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0));
-  if (!listener) DieErrno("socket(AF_INET)");
-  sockaddr_in addr{};
-  addr.sin_family = AF_INET;
-  addr.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
-  socklen_t len = sizeof addr;
-  if (::bind(listener.get(), reinterpret_cast<sockaddr*>(&addr), sizeof addr) != 0 ||
-      ::listen(listener.get(), 1) != 0 ||
-      ::getsockname(listener.get(), reinterpret_cast<sockaddr*>(&addr), &len) != 0) {
-    DieErrno("listen(127.0.0.1:0)");
-  }
-  UniqueFd client(::socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0));
-  if (!client || ::connect(client.get(), reinterpret_cast<sockaddr*>(&addr), sizeof addr) != 0) {
-    DieErrno("connect(127.0.0.1)");
-  }
-  UniqueFd server(::accept4(listener.get(), nullptr, nullptr, SOCK_CLOEXEC));
-  if (!server) DieErrno("accept4");
-  const int one = 1;
-  for (int fd : {client.get(), server.get()}) {
-    if (::setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof one) != 0) {
-      DieErrno("setsockopt(TCP_NODELAY)");
-    }
-  }
-  return {std::move(client), std::move(server)};
-}
 
 Setup MakeSetup() {
   shm::Mapping words = Check(shm::Mapping::Map(-1, 4096, PROT_READ | PROT_WRITE,
@@ -234,20 +113,6 @@ void PrefaultRings(Setup& s) {
   }
 }
 
-// ---- Line 1: shared-memory cache-line ping-pong (the floor) ---------------------------------
-
-Latency ParentFloor(SharedWords& w, const Options& o) {
-  return TimeRoundTrips(o, [&](uint64_t k) {
-    w.ping.store(k, std::memory_order_release);
-    while (w.pong.load(std::memory_order_acquire) != k) SpinPause(o);
-  });
-}
-void ChildFloor(SharedWords& w, const Options& o) {
-  for (uint64_t k = 1; k <= Rounds(o); ++k) {
-    while (w.ping.load(std::memory_order_acquire) != k) SpinPause(o);
-    w.pong.store(k, std::memory_order_release);
-  }
-}
 
 // ---- Ring round trips: a Cap'n Proto Call one way, a Reply back -----------------------------
 
@@ -438,49 +303,6 @@ Latency CapnpWorkAlone(const Payload& call, const Payload& reply, const Options&
   });
 }
 
-// ---- Raw futex ping-pong --------------------------------------------------------------------
-
-Latency ParentFutex(SharedWords& w, const Options& o) {
-  return TimeRoundTrips(o, [&](uint64_t k) {
-    const auto want = static_cast<uint32_t>(k);
-    w.futex_down.store(want, std::memory_order_release);
-    FutexWake(&w.futex_down);
-    uint32_t v;
-    while ((v = w.futex_up.load(std::memory_order_acquire)) != want) FutexWait(&w.futex_up, v);
-  });
-}
-void ChildFutex(SharedWords& w, const Options& o) {
-  for (uint64_t k = 1; k <= Rounds(o); ++k) {
-    const auto want = static_cast<uint32_t>(k);
-    uint32_t v;
-    while ((v = w.futex_down.load(std::memory_order_acquire)) != want) {
-      FutexWait(&w.futex_down, v);
-    }
-    w.futex_up.store(want, std::memory_order_release);
-    FutexWake(&w.futex_up);
-  }
-}
-
-// ---- Socketpair, pipe, TCP loopback: kFdMessageBytes each way, blocking read/write ---------
-
-Latency ParentFdPingPong(int out_fd, int in_fd, const Options& o) {
-  std::array<std::byte, kFdMessageBytes> buf{};
-  return TimeRoundTrips(o, [&](uint64_t k) {
-    std::memcpy(buf.data(), &k, sizeof k);
-    Transfer(out_fd, buf.data(), buf.size(), /*write=*/true);
-    Transfer(in_fd, buf.data(), buf.size(), /*write=*/false);
-    uint64_t echo;
-    std::memcpy(&echo, buf.data(), sizeof echo);
-    if (echo != k) Die("fd ping-pong: wrong echo");
-  });
-}
-void ChildFdPingPong(int in_fd, int out_fd, const Options& o) {
-  std::array<std::byte, kFdMessageBytes> buf{};
-  for (uint64_t k = 1; k <= Rounds(o); ++k) {
-    Transfer(in_fd, buf.data(), buf.size(), /*write=*/false);
-    Transfer(out_fd, buf.data(), buf.size(), /*write=*/true);
-  }
-}
 
 // ---- One-way ring throughput ----------------------------------------------------------------
 

@@ -5,7 +5,7 @@
 //   - Headers that frame the message or that the host sets (Content-Length,
 //     Transfer-Encoding, Connection, Date, X-Mphost-*, X-Request-Id, ...) are the host's: a
 //     module's values for them are dropped.
-// Pure functions, unit-tested in tests/host_unit/reply_rules_test.cc.
+// Pure functions, unit-tested in tests/unit/host/reply_rules_test.cc.
 #pragma once
 
 #include <cstdint>

@@ -1,6 +1,6 @@
 // Messages larger than a ring frame travel as chunks through the real host, in both
 // directions, up to maxMessageKb; past it, the client gets a clear error and nothing else is
-// affected. (Chunking at the exact maximum and one byte past it: tests/microproc.)
+// affected. (Chunking at the exact maximum and one byte past it: tests/unit/microproc.)
 #include <signal.h>
 
 #include <fstream>

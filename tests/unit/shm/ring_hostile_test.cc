@@ -10,7 +10,7 @@
 #include "gtest/gtest.h"
 #include "shm/doorbell.h"
 #include "shm/ring.h"
-#include "tests/shm/ring_test_fixture.h"
+#include "tests/unit/shm/ring_test_fixture.h"
 
 namespace mp::shm {
 namespace {
