@@ -61,7 +61,9 @@ void Fill(const ModuleMap& modules, const HostFacts& facts,
   auto snap = message.initRoot<control::Snapshot>();
   size_t worker_count = 0, heap_count = 0;
   for (const auto& [name, m] : modules) {
-    for (const auto& [id, w] : m->workers()) worker_count += w->pid() > 0 ? 1 : 0;
+    for (const auto& [id, w] : m->workers()) {
+      worker_count += w->pid() > 0 && w->phase() != WorkerPhase::kStarting ? 1 : 0;
+    }
     heap_count += m->generations().size();
   }
   auto workers = snap.initWorkers(static_cast<unsigned>(worker_count));

@@ -9,6 +9,7 @@
 #include <grp.h>
 #include <sys/prctl.h>
 #include <sys/socket.h>
+#include <sys/syscall.h>
 #include <sys/wait.h>
 #include <unistd.h>
 
@@ -299,6 +300,28 @@ std::vector<pid_t> HostProcess::Descendants() const {
     for (pid_t c : ChildrenOf(out[i])) out.push_back(c);
   }
   return out;
+}
+
+bool HostProcess::SignalDescendant(pid_t pid, int sig) const {
+  const int pidfd = static_cast<int>(::syscall(SYS_pidfd_open, pid, 0));
+  if (pidfd < 0) return false;
+  // With the pidfd open, `pid` names this process until we close it: check its ancestry now.
+  bool below = false;
+  pid_t p = pid;
+  for (int depth = 0; depth < 8 && p > 1 && !below; ++depth) {
+    std::ifstream stat("/proc/" + std::to_string(p) + "/stat");
+    std::string text((std::istreambuf_iterator<char>(stat)), std::istreambuf_iterator<char>());
+    const auto close = text.rfind(')');
+    if (close == std::string::npos) break;
+    char state;
+    int ppid = 0;
+    if (std::sscanf(text.c_str() + close + 1, " %c %d", &state, &ppid) != 2) break;
+    below = ppid == pid_;
+    p = ppid;
+  }
+  const bool sent = below && ::syscall(SYS_pidfd_send_signal, pidfd, sig, nullptr, 0) == 0;
+  ::close(pidfd);
+  return sent;
 }
 
 pid_t HostProcess::Zygote(const std::string& module) const {

@@ -74,6 +74,9 @@ class HostProcess {
   std::vector<pid_t> Children() const;
   // Every process below the host right now: helper inits, zygotes, workers, builders.
   std::vector<pid_t> Descendants() const;
+  // Sends `sig` to `pid` only if it is still a process below this host (through a pidfd, so
+  // that a pid the kernel has reused meanwhile is never hit). True if it was sent.
+  bool SignalDescendant(pid_t pid, int sig) const;
   // The zygote of `module` (the process that maps its heap and forks its workers), by its
   // title "mphost: zygote MODULE gen N"; -1 if there is none. The newest generation's first.
   pid_t Zygote(const std::string& module) const;

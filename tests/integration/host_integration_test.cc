@@ -179,7 +179,7 @@ TEST_F(HostTest, MpctlPsAndCall) {
 TEST_F(HostTest, KilledWorkerIsReplacedAndServiceContinues) {
   auto before = WorkerPids(host_.Mpctl({"ps", "--json"}).out, "echo");
   ASSERT_EQ(before.size(), 2u);
-  ASSERT_EQ(::kill(before[0], SIGKILL), 0);
+  ASSERT_TRUE(host_.SignalDescendant(before[0], SIGKILL));
   std::vector<pid_t> after;
   for (int i = 0; i < 300; ++i) {  // ≤ 3 s
     after = WorkerPids(host_.Mpctl({"ps", "--json"}).out, "echo");

@@ -64,9 +64,9 @@ TEST_F(LargeMessageTest, CallCancelledWhileArrivingFreesTheWorker) {
   ASSERT_EQ(before.size(), 1u);
   // A stopped worker takes the first chunks' worth of ring and no more; the deadline passes
   // with the call half sent.
-  ASSERT_EQ(::kill(before[0], SIGSTOP), 0);
+  ASSERT_TRUE(host_->SignalDescendant(before[0], SIGSTOP));
   HttpResponse r = HttpRequest(host_->port(), "POST", "/m/echo/", Pattern(512 << 10, 3), 20000);
-  ::kill(before[0], SIGCONT);
+  host_->SignalDescendant(before[0], SIGCONT);
   EXPECT_EQ(r.status, 504) << r.body;
   EXPECT_THAT(r.body, HasSubstr("missed its deadline of 1000 ms"));
   // Resumed, the worker finds the cancel behind the chunks, drops the call and answers

@@ -73,8 +73,11 @@ class MisbehaveTest : public ::testing::TestWithParam<Behaviour> {
 TEST_P(MisbehaveTest, HostSurvivesAndReplacesTheWorker) {
   const Behaviour& b = GetParam();
   HostProcess& host = *host_;
-  const auto before = ModuleWorkers(host, "misbehave");
-  ASSERT_EQ(before.size(), 2u);
+  std::vector<pid_t> before;
+  for (int i = 0; i < 300 && (before = ModuleWorkers(host, "misbehave")).size() != 2; ++i) {
+    std::this_thread::sleep_for(std::chrono::milliseconds(10));
+  }
+  ASSERT_EQ(before.size(), 2u) << host.Log();
   EXPECT_EQ(HttpRequest(host.port(), "GET", "/m/echo/").status, 200);
 
   HttpResponse r = HttpRequest(host.port(), "GET", std::string("/m/misbehave") + b.path);

@@ -168,7 +168,7 @@ TEST_F(PoolTest, RandomKillsUnderLoadNeverPassMaxWorkers) {
     most = std::max(most, live.size());
     EXPECT_LE(live.size(), 2u) << ps;
     if (live.empty()) continue;
-    if (::kill(live[rng() % live.size()], SIGKILL) == 0) ++kills;
+    if (host_->SignalDescendant(live[rng() % live.size()], SIGKILL)) ++kills;
   }
   stop = true;
   for (auto& t : load) t.join();
