@@ -39,6 +39,7 @@ struct ModuleConfig {
   uint64_t worker_memory_bytes = 1ull << 30;
   uint32_t restart_window_ms = 10000;
   uint32_t breaker_max_cooldown_ms = 60000;  // the crash-loop breaker's trials back off to this
+  bool critical = true;  // false: not needed for /readyz
 };
 
 struct Route {
@@ -57,6 +58,11 @@ struct HostConfig {
   std::vector<ModuleConfig> modules;
   std::vector<Route> routes;
   bool access_log = false;
+  std::string access_log_file;  // empty: stderr, with the host's events
+  std::string log_file;         // host events; empty: stderr
+  std::vector<std::string> trusted_proxies;  // addresses or CIDRs
+  uint32_t max_connections = 10000;          // 0: no limit
+  uint32_t drain_timeout_ms = 10000;
   uint32_t body_timeout_ms = 30000;
 };
 

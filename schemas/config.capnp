@@ -18,6 +18,16 @@ struct Config {
   routes @7 :List(Route);              # besides /m/<module>/..., which always works
   accessLog @8 :Bool;                  # one `event=access` line per call on stderr
   bodyTimeoutMs @9 :UInt32 = 30000;    # a request body not received within this time: 408
+  drainTimeoutMs @10 :UInt32 = 10000;  # on SIGTERM, SIGINT, SIGQUIT or mpctl drain: calls in
+                                       # flight get this long to finish (after drainDelayMs)
+  accessLogFile @11 :Text;             # the access log goes to this file (implies accessLog);
+                                       # SIGUSR1 reopens it (logrotate)
+  logFile @12 :Text;                   # host events go to this file instead of stderr; SIGUSR1
+                                       # reopens it
+  trustedProxies @13 :List(Text);      # addresses or CIDRs (e.g. "10.0.0.0/8") whose
+                                       # X-Forwarded-For the access log believes
+  maxConnections @14 :UInt32 = 10000;  # open client connections at most; past it the oldest
+                                       # idle keep-alive connection is closed (0: no limit)
 }
 
 # Requests whose path starts with `prefix` (and, if set, whose Host is `host`) go to `module`,
@@ -61,6 +71,8 @@ struct Module {
                                        # 65536; 0: max(1024, maxBodyKb + 64). Larger ones than
                                        # a ring frame travel in chunks.
   ringKb @22 :UInt32 = 256;            # each of a worker's two rings; a power of two, 16-65536
+  critical @25 :Bool = true;           # false: a failed or starting module does not take the
+                                       # host out of /readyz (its own calls still get 503)
   breakerMaxCooldownMs @24 :UInt32 = 60000;  # a module in a crash loop retries one worker
                                        # after 1 s, then 2, 4 ... up to this (half-open breaker)
   zygoteStartTimeoutMs @23 :UInt32 = 10000;  # a new generation's zygote must load the plugin

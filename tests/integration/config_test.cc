@@ -71,14 +71,14 @@ TEST_F(BadStartTest, BadValueIsNamed) {
   std::string path = Write(ModuleJson("echo", ModuleDir() + "/libecho.so", ",\"workers\":0"));
   CommandResult r = Start(path);
   ExpectOneLine(r);
-  EXPECT_THAT(r.err, HasSubstr("modules[echo].workers"));
+  EXPECT_THAT(r.err, HasSubstr("modules[0].workers"));
 }
 
 TEST_F(BadStartTest, BadHeapModeIsNamed) {
   std::string path = Write(ModuleJson("echo", ModuleDir() + "/libecho.so", ",\"heapMode\":\"rw\""));
   CommandResult r = Start(path);
   ExpectOneLine(r);
-  EXPECT_THAT(r.err, HasSubstr("modules[echo].heapMode: 'rw' must be readonly or cow"));
+  EXPECT_THAT(r.err, HasSubstr("modules[0].heapMode: 'rw' must be readonly or cow"));
 }
 
 TEST_F(BadStartTest, BadMessageAndRingSizesAreNamed) {
@@ -86,11 +86,11 @@ TEST_F(BadStartTest, BadMessageAndRingSizesAreNamed) {
     const char* extra;
     const char* error;
   } cases[] = {
-      {",\"maxMessageKb\":70000", "modules[echo].maxMessageKb: must be at most 65536"},
+      {",\"maxMessageKb\":70000", "modules[0].maxMessageKb: must be at most 65536"},
       {",\"maxBodyKb\":512,\"maxMessageKb\":256",
-       "modules[echo].maxMessageKb: 256 is less than maxBodyKb (512)"},
-      {",\"ringKb\":100", "modules[echo].ringKb: 100 must be a power of two between 16 and 65536"},
-      {",\"ringKb\":8", "modules[echo].ringKb: 8 must be a power of two"},
+       "modules[0].maxMessageKb: 256 is less than maxBodyKb (512)"},
+      {",\"ringKb\":100", "modules[0].ringKb: 100 must be a power of two between 16 and 65536"},
+      {",\"ringKb\":8", "modules[0].ringKb: 8 must be a power of two"},
   };
   for (const Case& c : cases) {
     CommandResult r = Start(Write(ModuleJson("echo", ModuleDir() + "/libecho.so", c.extra)));

@@ -263,7 +263,7 @@ TEST(RouteTest, ConfiguredPrefixesAndHostsReachTheirModules) {
   CommandResult bad = RunCommand({BinDir() + "/mphost", "--config", dir + "/bad.json", "--listen",
                                   "127.0.0.1:0", "--control", dir + "/c.sock"});
   EXPECT_NE(bad.exit_code, 0);
-  EXPECT_THAT(bad.err, HasSubstr("routes[/x/].module: no module named 'nosuch'"));
+  EXPECT_THAT(bad.err, HasSubstr("routes[0].module: no module named 'nosuch'"));
   int unused = ::system(("rm -rf '" + dir + "'").c_str());
   (void)unused;
 }
