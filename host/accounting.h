@@ -32,4 +32,16 @@ std::string HeapMarker(absl::string_view module, uint64_t generation);
 // is gone or /proc is unreadable.
 std::optional<MemoryUsage> ReadMemoryUsage(pid_t pid, absl::string_view heap_marker);
 
+// This process as Prometheus' process_* metrics describe it.
+struct ProcessStats {
+  double cpu_seconds = 0;  // user + system
+  uint64_t resident_bytes = 0;
+  uint64_t virtual_bytes = 0;
+  uint64_t open_fds = 0;
+  uint64_t max_fds = 0;  // the soft RLIMIT_NOFILE
+  double start_time_seconds = 0;  // since the epoch
+};
+// From /proc/self/stat, /proc/self/fd and getrlimit; zeros where unreadable.
+ProcessStats ReadProcessStats();
+
 }  // namespace mp::host

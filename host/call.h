@@ -26,6 +26,22 @@ struct CallRequest {
   uint32_t timeout_ms = 0;  // 0: the module's callTimeoutMs
 };
 
+// Why the host answered 503 without a module's reply: a label of mphost_unavailable_total and
+// of the access log (`cause=`).
+enum class Unavailable : uint8_t {
+  kNone,
+  kStarting,      // the module's first generation is still being built
+  kDraining,      // the host is stopping
+  kModuleFailed,  // its build failed, or its crash-loop breaker is open
+  kQueueFull,     // queueLimit calls already wait
+  kNoWorker,      // no worker took the call within callTimeoutMs
+};
+inline constexpr Unavailable kAllUnavailable[] = {
+    Unavailable::kStarting,  Unavailable::kDraining, Unavailable::kModuleFailed,
+    Unavailable::kQueueFull, Unavailable::kNoWorker};
+// "starting", "draining", "module_failed", "queue_full", "no_worker"; "" for kNone.
+const char* UnavailableName(Unavailable cause);
+
 // An answer for the client: the module's reply, or the host's error (`from_host`), whose body
 // is a JSON error naming the module and the cause.
 struct CallResult {
@@ -34,6 +50,7 @@ struct CallResult {
   std::string body;
   pid_t worker_pid = 0;
   bool from_host = false;
+  Unavailable unavailable = Unavailable::kNone;  // set with status 503
 };
 
 // A call admitted to a module, waiting for (or given to) a worker. Its promise resolves exactly
@@ -46,5 +63,7 @@ struct PendingCall {
 
 // The host's own error answer: `status` with a JSON body {"error": message, "module": module}.
 CallResult HostError(uint16_t status, absl::string_view module, absl::string_view message);
+// A 503 for `cause`, with Retry-After: 1.
+CallResult HostUnavailable(Unavailable cause, absl::string_view module, absl::string_view message);
 
 }  // namespace mp::host

@@ -18,6 +18,25 @@ CallResult HostError(uint16_t status, absl::string_view module, absl::string_vie
   return r;
 }
 
+CallResult HostUnavailable(Unavailable cause, absl::string_view module, absl::string_view message) {
+  CallResult r = HostError(503, module, message);
+  r.unavailable = cause;
+  r.headers.emplace_back("Retry-After", "1");
+  return r;
+}
+
+const char* UnavailableName(Unavailable cause) {
+  switch (cause) {
+    case Unavailable::kNone: return "";
+    case Unavailable::kStarting: return "starting";
+    case Unavailable::kDraining: return "draining";
+    case Unavailable::kModuleFailed: return "module_failed";
+    case Unavailable::kQueueFull: return "queue_full";
+    case Unavailable::kNoWorker: return "no_worker";
+  }
+  return "";
+}
+
 size_t CallBytes(const CallRequest& r) {
   std::vector<microproc::HeaderSizes> sizes;
   sizes.reserve(r.headers.size());

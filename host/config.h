@@ -40,12 +40,14 @@ struct ModuleConfig {
   uint32_t restart_window_ms = 10000;
   uint32_t breaker_max_cooldown_ms = 60000;  // the crash-loop breaker's trials back off to this
   bool critical = true;  // false: not needed for /readyz
+  bool operator==(const ModuleConfig&) const = default;
 };
 
 struct Route {
   std::string prefix;
   std::string host;  // empty: any
   std::string module;
+  bool operator==(const Route&) const = default;
 };
 
 struct HostConfig {

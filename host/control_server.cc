@@ -34,7 +34,17 @@ namespace {
 // mpctl prints, /metrics renders and the tests read.
 class ControlImpl final : public control::Control::Server {
  public:
-  explicit ControlImpl(Supervisor& supervisor) : supervisor_(supervisor) {}
+  ControlImpl(Supervisor& supervisor, const ControlServer::ConfigReloader& reload_config)
+      : supervisor_(supervisor), reload_config_(reload_config) {}
+
+  kj::Promise<void> reloadConfig(ReloadConfigContext context) override {
+    return reload_config_().then(
+        [context](absl::StatusOr<std::vector<std::string>> changes) mutable {
+          if (!changes.ok()) Refuse(changes.status());
+          auto out = context.getResults().initChanges(static_cast<unsigned>(changes->size()));
+          for (size_t i = 0; i < changes->size(); ++i) out.set(i, (*changes)[i]);
+        });
+  }
 
   kj::Promise<void> ps(PsContext context) override {
     return supervisor_.Snapshot(/*with_proc=*/true).then([context](auto snapshot) mutable {
@@ -155,6 +165,7 @@ class ControlImpl final : public control::Control::Server {
 
  private:
   Supervisor& supervisor_;
+  const ControlServer::ConfigReloader& reload_config_;
 };
 
 // If a socket exists at `path`: a live listener is an error, a dead one is removed.
@@ -181,8 +192,9 @@ absl::Status ClearStaleSocket(const std::string& path) {
 
 }  // namespace
 
-ControlServer::ControlServer(kj::AsyncIoContext& io, Supervisor& supervisor, std::string listen)
-    : io_(io), supervisor_(supervisor), listen_(std::move(listen)), tasks_(*this) {}
+ControlServer::ControlServer(kj::AsyncIoContext& io, Supervisor& supervisor,
+                             ConfigReloader reload_config)
+    : io_(io), supervisor_(supervisor), reload_config_(std::move(reload_config)), tasks_(*this) {}
 
 namespace {
 // True if the process `pid` is in a user namespace other than the host's, as far as the host
@@ -223,12 +235,26 @@ void ControlServer::taskFailed(kj::Exception&& exception) {
   }
 }
 
+absl::Status ControlServer::SetGroup(const std::string& group) {
+  if (group.empty()) return absl::OkStatus();
+  struct group* g = ::getgrnam(group.c_str());
+  if (g == nullptr) return absl::NotFoundError(absl::StrCat("control group '", group, "' does not exist"));
+  group_ = g->gr_gid;
+  return absl::OkStatus();
+}
+
+absl::Status ControlServer::Adopt(UniqueFd socket, const std::string& group) {
+  if (auto s = SetGroup(group); !s.ok()) return s;
+  listener_ = io_.lowLevelProvider->wrapListenSocketFd(
+      socket.release(), kj::LowLevelAsyncIoProvider::TAKE_OWNERSHIP |
+                            kj::LowLevelAsyncIoProvider::ALREADY_CLOEXEC |
+                            kj::LowLevelAsyncIoProvider::ALREADY_NONBLOCK);
+  server_ = kj::heap<capnp::TwoPartyServer>(kj::heap<ControlImpl>(supervisor_, reload_config_));
+  return absl::OkStatus();
+}
+
 absl::Status ControlServer::Listen(const std::string& path, const std::string& group) {
-  if (!group.empty()) {
-    struct group* g = ::getgrnam(group.c_str());
-    if (g == nullptr) return absl::NotFoundError(absl::StrCat("control group '", group, "' does not exist"));
-    group_ = g->gr_gid;
-  }
+  if (auto s = SetGroup(group); !s.ok()) return s;
   if (path.size() >= sizeof(sockaddr_un::sun_path)) {
     return absl::InvalidArgumentError(absl::StrCat("control socket ", path, ": path too long"));
   }
@@ -255,7 +281,7 @@ absl::Status ControlServer::Listen(const std::string& path, const std::string& g
   const mode_t mode = group_ == static_cast<gid_t>(-1) ? 0600 : 0660;
   if (::chmod(path.c_str(), mode) != 0) return ErrnoStatus(absl::StrCat("chmod(", path, ")"), errno);
   path_ = path;
-  server_ = kj::heap<capnp::TwoPartyServer>(kj::heap<ControlImpl>(supervisor_));
+  server_ = kj::heap<capnp::TwoPartyServer>(kj::heap<ControlImpl>(supervisor_, reload_config_));
   return absl::OkStatus();
 }
 

@@ -93,6 +93,9 @@ class Generation {
   pid_t init_pid() const { return init_.pid; }
   // Why the zygote is gone, or empty while it serves.
   const std::string& zygote_end() const { return stage_end_; }
+  // The plugin and data files as they were when the build began (see ModuleRuntime).
+  const std::string& fingerprint() const { return fingerprint_; }
+  void set_fingerprint(std::string f) { fingerprint_ = std::move(f); }
 
  private:
   Generation(HelperEnv& env, const ModuleConfig& config, BuiltHeap heap, ChildProcess init,
@@ -122,6 +125,7 @@ class Generation {
   bool retired_ = false;  // being destroyed: its zygote's end is expected
   kj::Own<kj::PromiseFulfiller<absl::Status>> hello_;
   std::string version_;
+  std::string fingerprint_;
   std::map<uint64_t, kj::Own<kj::PromiseFulfiller<absl::StatusOr<SpawnedWorker>>>> spawns_;
   std::map<pid_t, kj::Own<kj::PromiseFulfiller<ExitInfo>>> exit_waiters_;
   std::map<pid_t, ExitInfo> early_exits_;  // reported before anyone asked

@@ -1,5 +1,8 @@
 #include "host/http_front.h"
 
+#include <time.h>
+
+#include <algorithm>
 #include <chrono>
 #include <string>
 
@@ -9,18 +12,14 @@
 #include "absl/strings/str_format.h"
 #include "host/json.h"
 #include "host/log.h"
+#include "host/reply_rules.h"
+#include "host/routing.h"
 
 namespace mp::host {
 namespace {
 
-// Headers the HTTP layer owns; a module's value for them is dropped.
-bool HopByHop(absl::string_view name) {
-  for (absl::string_view h : {"content-length", "transfer-encoding", "connection", "keep-alive",
-                              "upgrade", "te", "trailer"}) {
-    if (absl::EqualsIgnoreCase(name, h)) return true;
-  }
-  return false;
-}
+constexpr size_t kLoggedTargetBytes = 1024;  // a longer target is cut in the access log
+constexpr size_t kBodyChunk = 64 << 10;
 
 CallResult Plain(uint16_t status, std::string body, const char* type = "text/plain; charset=utf-8") {
   CallResult r;
@@ -35,7 +34,286 @@ CallResult JsonStatus(uint16_t status, absl::string_view message, absl::string_v
   return Plain(status, JsonError(message, module), "application/json");
 }
 
+absl::string_view View(kj::StringPtr s) { return absl::string_view(s.cStr(), s.size()); }
+
+enum class BodyRead { kComplete, kTooLarge, kTimedOut };
+
+// Appends the request body to `*out`, up to `max` bytes (kTooLarge past it).
+kj::Promise<BodyRead> ReadBody(kj::AsyncInputStream& in, std::string* out, uint64_t max) {
+  const size_t old = out->size();
+  const size_t chunk = static_cast<size_t>(std::min<uint64_t>(kBodyChunk, max + 1 - old));
+  out->resize(old + chunk);
+  return in.tryRead(out->data() + old, 1, chunk)
+      .then([&in, out, max, old](size_t n) -> kj::Promise<BodyRead> {
+        out->resize(old + n);
+        if (n == 0) return BodyRead::kComplete;
+        if (out->size() > max) return BodyRead::kTooLarge;
+        return ReadBody(in, out, max);
+      });
+}
+
 }  // namespace
+
+// One request's facts, for its access log line.
+struct FrontDoor::Request {
+  AccessRecord record;
+  std::chrono::steady_clock::time_point started;
+  std::string body;
+};
+
+// The service of one client connection: knows its stream (peer address, 100 Continue).
+class FrontDoor::Connection final : public kj::HttpService {
+ public:
+  Connection(FrontDoor& front, ClientStream& stream) : front_(front), stream_(stream) {}
+
+  kj::Promise<void> request(kj::HttpMethod method, kj::StringPtr url,
+                            const kj::HttpHeaders& headers, kj::AsyncInputStream& body,
+                            Response& response) override {
+    auto r = kj::heap<Request>();
+    stream_.BeginRequest();
+    auto served = front_.Serve(*r, method, url, headers, body, response, stream_);
+    return served.attach(kj::mv(r), kj::defer([&stream = stream_]() { stream.EndRequest(); }));
+  }
+
+ private:
+  FrontDoor& front_;
+  ClientStream& stream_;
+};
+
+FrontDoor::FrontDoor(Supervisor& supervisor, kj::Timer& timer, AccessLog& access_log,
+                     FrontDoorLimits limits, std::vector<Route> routes)
+    : supervisor_(supervisor),
+      timer_(timer),
+      access_log_(access_log),
+      limits_(limits),
+      routes_(std::move(routes)) {
+  kj::HttpHeaderTable::Builder builder;
+  request_id_ = builder.add("X-Request-Id");
+  forwarded_for_ = builder.add("X-Forwarded-For");
+  expect_ = builder.add("Expect");
+  table_ = builder.build();
+}
+
+FrontDoor::~FrontDoor() = default;
+
+kj::Own<kj::HttpService> FrontDoor::ForConnection(ClientStream& connection) {
+  return kj::heap<Connection>(*this, connection);
+}
+
+void FrontDoor::Reconfigure(FrontDoorLimits limits, std::vector<Route> routes) {
+  limits_ = limits;
+  routes_ = std::move(routes);
+}
+
+std::string FrontDoor::HttpDate() {
+  thread_local time_t cached_second = -1;
+  thread_local char cached[40];
+  const time_t now = ::time(nullptr);
+  if (now != cached_second) {
+    tm utc;
+    ::gmtime_r(&now, &utc);
+    ::strftime(cached, sizeof cached, "%a, %d %b %Y %H:%M:%S GMT", &utc);
+    cached_second = now;
+  }
+  return cached;
+}
+
+void FrontDoor::LogRejection(const std::string& peer, uint16_t status, absl::string_view cause) {
+  AccessRecord record;
+  record.client = peer;
+  record.peer = peer;
+  record.status = status;
+  record.cause = std::string(cause);
+  access_log_.Record(record);
+}
+
+kj::Promise<void> FrontDoor::Send(Request& r, kj::HttpService::Response& response,
+                                  CallResult result) {
+  kj::HttpHeaders out(*table_);
+  for (const auto& [name, value] : result.headers) {
+    if (IsHostOwnedHeader(name)) continue;  // the host's own errors carry none either
+    out.add(kj::str(name.c_str()), kj::str(value.c_str()));
+  }
+  if (result.worker_pid > 0) out.add("X-Mphost-Worker", kj::str(result.worker_pid));
+  out.set(kj::HttpHeaderId::DATE, kj::str(HttpDate().c_str()));
+  out.set(request_id_, kj::str(r.record.request_id.c_str()));
+
+  AccessRecord& log = r.record;
+  log.status = result.status;
+  log.bytes = result.body.size();
+  log.worker = result.worker_pid;
+  log.ms = std::chrono::duration<double, std::milli>(std::chrono::steady_clock::now() - r.started)
+               .count();
+  if (result.unavailable != Unavailable::kNone) log.cause = UnavailableName(result.unavailable);
+  access_log_.Record(log);
+
+  auto stream = response.send(result.status, HttpStatusText(result.status), out,
+                              static_cast<uint64_t>(result.body.size()));
+  auto body = kj::heapString(result.body.data(), result.body.size());
+  auto write = stream->write(body.begin(), body.size());
+  return write.attach(kj::mv(stream), kj::mv(body));
+}
+
+kj::Promise<void> FrontDoor::Readiness(Request& r, kj::HttpService::Response& response) {
+  const ReadinessReport report = supervisor_.CheckReadiness();
+  std::string body = absl::StrCat("{\"ready\":", report.ready ? "true" : "false",
+                                  ",\"draining\":", report.draining ? "true" : "false",
+                                  ",\"modules\":[");
+  for (size_t i = 0; i < report.modules.size(); ++i) {
+    const ModuleReadiness& m = report.modules[i];
+    absl::StrAppend(&body, i ? "," : "", "{\"name\":", JsonQuote(m.name),
+                    ",\"state\":", JsonQuote(ModuleStateName(m.state)),
+                    ",\"ready\":", m.ready ? "true" : "false",
+                    ",\"critical\":", m.critical ? "true" : "false", "}");
+  }
+  body += "]}\n";
+  return Send(r, response, Plain(report.ready ? 200 : 503, std::move(body), "application/json"));
+}
+
+kj::Promise<void> FrontDoor::Serve(Request& r, kj::HttpMethod method, kj::StringPtr url,
+                                   const kj::HttpHeaders& headers, kj::AsyncInputStream& body,
+                                   kj::HttpService::Response& response, ClientStream& connection) {
+  r.started = std::chrono::steady_clock::now();
+  AccessRecord& log = r.record;
+  log.peer = connection.peer();
+  absl::string_view forwarded;
+  KJ_IF_MAYBE(f, headers.get(forwarded_for_)) { forwarded = View(*f); }
+  log.client = access_log_.ClientOf(log.peer, forwarded);
+  KJ_IF_MAYBE(id, headers.get(request_id_)) {
+    if (UsableRequestId(View(*id))) log.request_id = id->cStr();
+  }
+  if (log.request_id.empty()) log.request_id = NewRequestId();
+  log.method = kj::str(method).cStr();
+  log.target = std::string(View(url).substr(0, kLoggedTargetBytes));
+  absl::string_view host_header;
+  KJ_IF_MAYBE(h, headers.get(kj::HttpHeaderId::HOST)) { host_header = View(*h); }
+  log.host = std::string(host_header.substr(0, 256));
+
+  auto reject = [&](uint16_t status, const char* cause, std::string message,
+                    absl::string_view module = {}) {
+    log.cause = cause;
+    if (!module.empty()) supervisor_.CountFrontDoorAnswer(module, status);
+    return Send(r, response, JsonStatus(status, message, module));
+  };
+
+  uint64_t head_bytes = url.size();
+  headers.forEach([&](kj::StringPtr name, kj::StringPtr value) {
+    head_bytes += name.size() + value.size() + 4;
+  });
+  if (head_bytes > limits_.max_header_bytes) {
+    return reject(431, "headers_too_large",
+                  absl::StrCat("request target and headers of ", head_bytes,
+                               " bytes exceed the limit of ", limits_.max_header_bytes,
+                               " (maxHeaderKb)"));
+  }
+  auto target = ParseRequestTarget(View(url), host_header);
+  if (!target.ok()) return reject(400, "bad_target", std::string(target.status().message()));
+  if (target->path == "/healthz") return Send(r, response, Plain(200, "ok\n"));
+  if (target->path == "/readyz") return Readiness(r, response);
+  if (target->path == "/metrics") {
+    return supervisor_.MetricsText().then([this, &r, &response](std::string text) {
+      return Send(r, response,
+                  Plain(200, std::move(text), "text/plain; version=0.0.4; charset=utf-8"));
+    });
+  }
+  // A ".." segment never reaches a module: answer it here rather than trust every module.
+  if (HasDotDotSegment(target->path)) {
+    return reject(400, "dot_dot_segment", "path contains a '..' segment");
+  }
+  auto destination = Resolve(routes_, *target);
+  if (!destination) {
+    return reject(404, "no_route", absl::StrCat("no route for ", target->path,
+                                                "; modules are under /m/<module>/"));
+  }
+  log.module = destination->module;
+  const auto max_body = supervisor_.MaxBodyBytes(destination->module);
+  if (!max_body) {
+    log.module.clear();
+    return reject(404, "no_module",
+                  absl::StrCat("no module named '", destination->module, "'"),
+                  destination->module);
+  }
+  auto length = body.tryGetLength();
+  KJ_IF_MAYBE(n, length) {
+    if (*n > *max_body) {
+      return reject(413, "body_too_large",
+                    absl::StrCat("request body of ", *n, " bytes exceeds the module's limit of ",
+                                 *max_body),
+                    destination->module);
+    }
+    r.body.reserve(static_cast<size_t>(*n));
+  }
+
+  CallRequest call;
+  call.method = log.method;
+  call.path = std::move(destination->path);
+  call.query = std::move(target->query);
+  bool expects_continue = false;
+  headers.forEach([&](kj::StringPtr name, kj::StringPtr value) {
+    if (absl::EqualsIgnoreCase(View(name), "expect")) {  // the host answers it, not the module
+      expects_continue = absl::EqualsIgnoreCase(absl::StripAsciiWhitespace(View(value)), "100-continue");
+      return;
+    }
+    if (absl::EqualsIgnoreCase(View(name), "x-request-id")) return;  // replaced below
+    call.headers.emplace_back(name.cStr(), value.cStr());
+  });
+  call.headers.emplace_back("X-Request-Id", log.request_id);
+
+  kj::Promise<void> ready = kj::READY_NOW;
+  bool empty_body = false;
+  KJ_IF_MAYBE(n, length) { empty_body = *n == 0; }
+  if (expects_continue && !empty_body) {
+    ready = connection.WriteInterim("HTTP/1.1 100 Continue\r\n\r\n");
+  }
+  return ready.then([this, &r, &body, &response, module = destination->module,
+                     call = std::move(call), max = *max_body]() mutable {
+    return ReadBodyAndCall(r, std::move(module), std::move(call), max, body, response);
+  });
+}
+
+kj::Promise<void> FrontDoor::ReadBodyAndCall(Request& r, std::string module, CallRequest call,
+                                             uint64_t max_body, kj::AsyncInputStream& body,
+                                             kj::HttpService::Response& response) {
+  const uint32_t body_timeout_ms = limits_.body_timeout_ms;
+  auto read = ReadBody(body, &r.body, max_body)
+                  .exclusiveJoin(timer_.afterDelay(body_timeout_ms * kj::MILLISECONDS)
+                                     .then([] { return BodyRead::kTimedOut; }));
+  return read.then(
+      [this, &r, &response, module, call = std::move(call), max_body,
+       body_timeout_ms](BodyRead outcome) mutable -> kj::Promise<void> {
+        auto reject = [&](uint16_t status, const char* cause, std::string message) {
+          r.record.cause = cause;
+          supervisor_.CountFrontDoorAnswer(module, status);
+          return Send(r, response, JsonStatus(status, message, module));
+        };
+        switch (outcome) {
+          case BodyRead::kTimedOut:
+            return reject(408, "body_timeout",
+                          absl::StrCat("request body not received within ", body_timeout_ms,
+                                       " ms (bodyTimeoutMs)"));
+          case BodyRead::kTooLarge:
+            return reject(413, "body_too_large",
+                          absl::StrCat("request body exceeds the module's limit of ", max_body,
+                                       " bytes"));
+          case BodyRead::kComplete:
+            break;
+        }
+        call.body = std::move(r.body);
+        return supervisor_.Call(module, std::move(call))
+            .then([this, &r, &response](CallResult result) {
+              return Send(r, response, std::move(result));
+            });
+      },
+      [this, &r, &response, module](kj::Exception&& e) -> kj::Promise<void> {
+        // The client went away: nobody to answer.
+        if (e.getType() == kj::Exception::Type::DISCONNECTED) return kj::mv(e);
+        r.record.cause = "bad_body";
+        supervisor_.CountFrontDoorAnswer(module, 400);
+        return Send(r, response,
+                    JsonStatus(400, absl::StrCat("malformed request body: ", e.getDescription().cStr()),
+                               module));
+      });
+}
 
 const char* HttpStatusText(uint16_t status) {
   switch (status) {
@@ -63,153 +341,6 @@ const char* HttpStatusText(uint16_t status) {
   }
 }
 
-kj::Promise<void> FrontDoor::Send(Response& response, const CallResult& result) {
-  kj::HttpHeaders out(table_);
-  for (const auto& [name, value] : result.headers) {
-    if (HopByHop(name)) continue;
-    out.add(kj::str(name.c_str()), kj::str(value.c_str()));
-  }
-  if (result.worker_pid > 0) out.add("X-Mphost-Worker", kj::str(result.worker_pid));
-  auto stream = response.send(result.status, HttpStatusText(result.status), out,
-                              static_cast<uint64_t>(result.body.size()));
-  auto body = kj::heapString(result.body.data(), result.body.size());
-  auto write = stream->write(body.begin(), body.size());
-  return write.attach(kj::mv(stream), kj::mv(body));
-}
-
-const Route* FrontDoor::MatchRoute(absl::string_view path, absl::string_view host) const {
-  const Route* best = nullptr;
-  for (const Route& r : routes_) {
-    if (!absl::StartsWith(path, r.prefix)) continue;
-    if (!r.host.empty() && !absl::EqualsIgnoreCase(host, r.host)) continue;
-    if (best == nullptr || r.prefix.size() > best->prefix.size()) best = &r;
-  }
-  return best;
-}
-
-kj::Promise<void> FrontDoor::request(kj::HttpMethod method, kj::StringPtr url,
-                                     const kj::HttpHeaders& headers, kj::AsyncInputStream& body,
-                                     Response& response) {
-  uint64_t head_bytes = url.size();
-  headers.forEach([&](kj::StringPtr name, kj::StringPtr value) {
-    head_bytes += name.size() + value.size() + 4;
-  });
-  if (head_bytes > max_header_bytes_) {
-    return Send(response, JsonStatus(431, absl::StrCat("request target and headers of ", head_bytes,
-                                                       " bytes exceed the limit of ",
-                                                       max_header_bytes_, " (maxHeaderKb)")));
-  }
-  absl::string_view target(url.cStr(), url.size());
-  absl::string_view path = target, query;
-  if (auto q = target.find('?'); q != absl::string_view::npos) {
-    path = target.substr(0, q);
-    query = target.substr(q + 1);
-  }
-  if (path == "/healthz") return Send(response, Plain(200, "ok\n"));
-  if (path == "/readyz") {
-    return supervisor_.Ready() ? Send(response, Plain(200, "ready\n"))
-                               : Send(response, Plain(503, "not ready\n"));
-  }
-  if (path == "/metrics") {
-    return supervisor_.MetricsText().then([this, &response](std::string text) {
-      return Send(response, Plain(200, std::move(text), "text/plain; version=0.0.4; charset=utf-8"));
-    });
-  }
-  // A ".." segment never reaches a module: answer it here rather than trust every module.
-  if (path == "/.." || absl::StrContains(path, "/../") || absl::EndsWith(path, "/..")) {
-    return Send(response, JsonStatus(400, "path contains a '..' segment"));
-  }
-  std::string module, module_path;
-  absl::string_view host;
-  KJ_IF_MAYBE(h, headers.get(kj::HttpHeaderId::HOST)) { host = absl::string_view(h->cStr(), h->size()); }
-  host = host.substr(0, host.rfind(':') == absl::string_view::npos || host.back() == ']'
-                            ? host.size()
-                            : host.rfind(':'));
-  if (const Route* route = MatchRoute(path, host)) {
-    module = route->module;
-    module_path = std::string(path.substr(route->prefix.size()));
-    if (module_path.empty() || module_path[0] != '/') module_path = "/" + module_path;
-  } else if (absl::StartsWith(path, "/m/")) {
-    absl::string_view rest = path.substr(3);
-    const size_t slash = rest.find('/');
-    module = std::string(rest.substr(0, slash));
-    module_path = slash == absl::string_view::npos ? "/" : std::string(rest.substr(slash));
-  } else {
-    return Send(response, JsonStatus(404, absl::StrCat("no route for ", path,
-                                                       "; modules are under /m/<module>/")));
-  }
-  const auto max_body = supervisor_.MaxBodyBytes(module);
-  if (!max_body) {
-    return Send(response, JsonStatus(404, absl::StrCat("no module named '", module, "'"), module));
-  }
-  KJ_IF_MAYBE(length, body.tryGetLength()) {
-    if (*length > *max_body) {
-      supervisor_.CountFrontDoorAnswer(module, 413);
-      return Send(response, JsonStatus(413, absl::StrCat("request body of ", *length,
-                                                         " bytes exceeds the module's limit of ",
-                                                         *max_body),
-                                       module));
-    }
-  }
-  CallRequest call;
-  call.method = kj::str(method).cStr();
-  call.path = std::move(module_path);
-  call.query = std::string(query);
-  headers.forEach([&](kj::StringPtr name, kj::StringPtr value) {
-    call.headers.emplace_back(name.cStr(), value.cStr());
-  });
-  kj::Promise<kj::Array<kj::byte>> read_body = body.readAllBytes(*max_body + 1);
-  if (timer_ != nullptr) {
-    read_body = read_body.exclusiveJoin(
-        timer_->afterDelay(body_timeout_ms_ * kj::MILLISECONDS).then([]() -> kj::Array<kj::byte> {
-          throw kj::Exception(kj::Exception::Type::OVERLOADED, __FILE__, __LINE__,
-                              kj::str("request body timeout"));
-        }));
-  }
-  return kj::mv(read_body)
-      .then(
-          [this, &response, module, call = std::move(call)](kj::Array<kj::byte> bytes) mutable
-          -> kj::Promise<void> {
-            call.body.assign(reinterpret_cast<const char*>(bytes.begin()), bytes.size());
-            const auto started = std::chrono::steady_clock::now();
-            std::string method = call.method, target = call.path;
-            return supervisor_.Call(module, std::move(call))
-                .then([this, &response, started, module, method = std::move(method),
-                       target = std::move(target)](CallResult result) {
-                  if (access_log_) {
-                    const double ms = std::chrono::duration<double, std::milli>(
-                                          std::chrono::steady_clock::now() - started)
-                                          .count();
-                    LogEvent("access", {{"module", module},
-                                        {"method", method},
-                                        {"path", target},
-                                        {"status", absl::StrCat(result.status)},
-                                        {"bytes", absl::StrCat(result.body.size())},
-                                        {"ms", absl::StrFormat("%.3f", ms)},
-                                        {"worker", absl::StrCat(result.worker_pid)}});
-                  }
-                  return Send(response, result);
-                });
-          },
-          [this, &response, module, limit = *max_body](kj::Exception&& e) {
-            const std::string what(e.getDescription().cStr());
-            if (what.find("body timeout") != std::string::npos) {
-              supervisor_.CountFrontDoorAnswer(module, 408);
-              return Send(response, JsonStatus(408, absl::StrCat("request body not received within ",
-                                                                 body_timeout_ms_, " ms (bodyTimeoutMs)"),
-                                               module));
-            }
-            if (what.find("limit") != std::string::npos) {
-              supervisor_.CountFrontDoorAnswer(module, 413);
-              return Send(response, JsonStatus(413, absl::StrCat("request body exceeds the module's limit of ",
-                                                                 limit, " bytes"),
-                                               module));
-            }
-            supervisor_.CountFrontDoorAnswer(module, 400);
-            return Send(response, JsonStatus(400, absl::StrCat("malformed request body: ", what), module));
-          });
-}
-
 namespace {
 
 kj::Promise<void> SendJsonError(const kj::HttpHeaderTable& table, kj::HttpService::Response& response,
@@ -217,6 +348,7 @@ kj::Promise<void> SendJsonError(const kj::HttpHeaderTable& table, kj::HttpServic
                                 const char* allow = nullptr) {
   kj::HttpHeaders headers(table);
   headers.set(kj::HttpHeaderId::CONTENT_TYPE, "application/json");
+  headers.set(kj::HttpHeaderId::DATE, kj::str(FrontDoor::HttpDate().c_str()));
   if (allow != nullptr) headers.add("Allow", allow);
   headers.set(kj::HttpHeaderId::CONNECTION, "close");
   std::string body = JsonError(message);
@@ -226,9 +358,10 @@ kj::Promise<void> SendJsonError(const kj::HttpHeaderTable& table, kj::HttpServic
   return write.attach(kj::mv(stream), kj::mv(text));
 }
 
-const kj::HttpHeaderTable& ErrorTable() {
-  static const kj::HttpHeaderTable* table = new kj::HttpHeaderTable();
-  return *table;
+// KJ reports headers beyond its buffer as a protocol error or an exception; only its message
+// tells them apart from others.
+bool HeadersTooLarge(absl::string_view what) {
+  return absl::StrContains(what, "too large") || absl::StrContains(what, "too long");
 }
 
 }  // namespace
@@ -236,14 +369,15 @@ const kj::HttpHeaderTable& ErrorTable() {
 kj::Promise<void> FrontDoorErrors::handleClientProtocolError(kj::HttpHeaders::ProtocolError error,
                                                              kj::HttpService::Response& response) {
   const std::string what(error.description.cStr());
-  const bool too_large = what.find("too large") != std::string::npos ||
-                         what.find("too long") != std::string::npos;
   if (error.statusCode == 501) {  // a method KJ does not know: a client error here
-    return SendJsonError(ErrorTable(), response, 405, absl::StrCat("bad request: ", what),
+    front_.LogRejection("", 405, "unknown_method");
+    return SendJsonError(front_.table(), response, 405, absl::StrCat("bad request: ", what),
                          "GET, HEAD, POST, PUT, DELETE, PATCH, OPTIONS");
   }
+  const bool too_large = HeadersTooLarge(what);
   const uint16_t status = too_large ? 431 : error.statusCode;
-  return SendJsonError(ErrorTable(), response, status,
+  front_.LogRejection("", status, too_large ? "headers_too_large" : "bad_request");
+  return SendJsonError(front_.table(), response, status,
                        absl::StrCat("bad request: ", too_large ? "headers too large: " : "", what));
 }
 
@@ -251,11 +385,14 @@ kj::Promise<void> FrontDoorErrors::handleApplicationError(
     kj::Exception exception, kj::Maybe<kj::HttpService::Response&> response) {
   const std::string what(exception.getDescription().cStr());
   KJ_IF_MAYBE(r, response) {
-    if (what.find("too large") != std::string::npos || what.find("too long") != std::string::npos) {
-      return SendJsonError(ErrorTable(), *r, 431, absl::StrCat("request headers too large: ", what));
+    if (HeadersTooLarge(what)) {
+      front_.LogRejection("", 431, "headers_too_large");
+      return SendJsonError(front_.table(), *r, 431, absl::StrCat("request headers too large: ", what));
     }
     if (exception.getType() == kj::Exception::Type::DISCONNECTED) return kj::READY_NOW;
-    return SendJsonError(ErrorTable(), *r, 500, absl::StrCat("internal error: ", what));
+    front_.LogRejection("", 500, "internal_error");
+    LogEvent(LogLevel::kError, "http_internal_error", {{"what", what}});
+    return SendJsonError(front_.table(), *r, 500, absl::StrCat("internal error: ", what));
   }
   return kj::READY_NOW;
 }

@@ -1,55 +1,87 @@
 // The HTTP/1.1 front door on the supervisor's event loop (KJ's HTTP server): /m/<module>/...
-// reaches a module; /healthz, /readyz and /metrics describe the host. Idle keep-alive
-// connections cost the host a little memory and no worker.
+// and the configured routes reach a module; /healthz, /readyz and /metrics describe the host.
+// Idle keep-alive connections cost the host a little memory and no worker.
+//
+// Every response carries Date and X-Request-Id (the client's, if usable, else a new one, which
+// the module also sees), and is written to the access log, the host's own answers (404, 413,
+// 431, ...) included. A request with `Expect: 100-continue` gets "100 Continue" once the host
+// knows it will read the body, and its final status at once when it will not.
 #pragma once
 
 #include <kj/compat/http.h>
 
+#include <memory>
+#include <string>
+#include <vector>
+
+#include "host/access_log.h"
+#include "host/call.h"
+#include "host/client_stream.h"
 #include "host/config.h"
 #include "host/supervisor.h"
 
 namespace mp::host {
 
-class FrontDoor final : public kj::HttpService {
- public:
-  // Requests whose target and headers exceed `max_header_bytes` are answered 431.
-  FrontDoor(Supervisor& supervisor, const kj::HttpHeaderTable& table, uint64_t max_header_bytes,
-            std::vector<Route> routes = {}, bool access_log = false,
-            kj::Timer* timer = nullptr, uint32_t body_timeout_ms = 30000)
-      : supervisor_(supervisor),
-        table_(table),
-        max_header_bytes_(max_header_bytes),
-        routes_(std::move(routes)),
-        access_log_(access_log),
-        timer_(timer),
-        body_timeout_ms_(body_timeout_ms) {}
-
-  kj::Promise<void> request(kj::HttpMethod method, kj::StringPtr url,
-                            const kj::HttpHeaders& headers, kj::AsyncInputStream& body,
-                            Response& response) override;
-
- private:
-  kj::Promise<void> Send(Response& response, const CallResult& result);
-  // The configured route for `path` and `host` (longest prefix), if any.
-  const Route* MatchRoute(absl::string_view path, absl::string_view host) const;
-  Supervisor& supervisor_;
-  const kj::HttpHeaderTable& table_;
-  uint64_t max_header_bytes_;
-  std::vector<Route> routes_;
-  bool access_log_;
-  kj::Timer* timer_;  // for the body timeout; none: no timeout
-  uint32_t body_timeout_ms_;
+struct FrontDoorLimits {
+  uint64_t max_header_bytes = 64 << 10;  // target and headers; beyond: 431
+  uint32_t body_timeout_ms = 30000;      // the whole body; beyond: 408
 };
 
-// How the HTTP server answers what never reaches FrontDoor::request: a request that does not
-// parse (400), headers larger than the server's buffer (431), an internal failure (500). JSON
-// bodies, like every host error.
+class FrontDoor {
+ public:
+  FrontDoor(Supervisor& supervisor, kj::Timer& timer, AccessLog& access_log,
+            FrontDoorLimits limits, std::vector<Route> routes);
+  ~FrontDoor();
+
+  // The table the HTTP server parses request headers with.
+  const kj::HttpHeaderTable& table() const { return *table_; }
+  // The service for one client connection (HttpServer's per-connection factory).
+  kj::Own<kj::HttpService> ForConnection(ClientStream& connection);
+
+  // A config reload: new routes and limits apply to requests from now on.
+  void Reconfigure(FrontDoorLimits limits, std::vector<Route> routes);
+
+  // For the answers written outside a request (a head timeout's 408, a request that does not
+  // parse): their access log line.
+  void LogRejection(const std::string& peer, uint16_t status, absl::string_view cause);
+
+  // The value of a Date header for now: "Sun, 06 Nov 1994 08:49:37 GMT" (RFC 9110 §5.6.7).
+  static std::string HttpDate();
+
+ private:
+  class Connection;
+  struct Request;
+  kj::Promise<void> Serve(Request& r, kj::HttpMethod method, kj::StringPtr url,
+                          const kj::HttpHeaders& headers, kj::AsyncInputStream& body,
+                          kj::HttpService::Response& response, ClientStream& connection);
+  kj::Promise<void> ReadBodyAndCall(Request& r, std::string module, CallRequest call,
+                                    uint64_t max_body, kj::AsyncInputStream& body,
+                                    kj::HttpService::Response& response);
+  kj::Promise<void> Send(Request& r, kj::HttpService::Response& response, CallResult result);
+  kj::Promise<void> Readiness(Request& r, kj::HttpService::Response& response);
+
+  Supervisor& supervisor_;
+  kj::Timer& timer_;
+  AccessLog& access_log_;
+  FrontDoorLimits limits_;
+  std::vector<Route> routes_;
+  kj::Own<kj::HttpHeaderTable> table_;
+  kj::HttpHeaderId request_id_, forwarded_for_, expect_;
+};
+
+// How the HTTP server answers what never reaches FrontDoor: a request that does not parse
+// (400), headers larger than the server's buffer (431), an internal failure (500). JSON bodies,
+// like every host error, and an access log line.
 class FrontDoorErrors final : public kj::HttpServerErrorHandler {
  public:
+  explicit FrontDoorErrors(FrontDoor& front) : front_(front) {}
   kj::Promise<void> handleClientProtocolError(kj::HttpHeaders::ProtocolError error,
                                               kj::HttpService::Response& response) override;
   kj::Promise<void> handleApplicationError(kj::Exception exception,
                                            kj::Maybe<kj::HttpService::Response&> response) override;
+
+ private:
+  FrontDoor& front_;
 };
 
 // "OK", "Not Found", ... for `status`.

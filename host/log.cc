@@ -1,5 +1,7 @@
 #include "host/log.h"
 
+#include <fcntl.h>
+#include <string.h>
 #include <time.h>
 #include <unistd.h>
 
@@ -77,7 +79,8 @@ void LogEvent(absl::string_view event, std::initializer_list<LogField> fields) {
   LogEvent(LogLevel::kInfo, event, fields);
 }
 
-void LogEvent(LogLevel level, absl::string_view event, std::initializer_list<LogField> fields) {
+std::string FormatEvent(LogLevel level, absl::string_view event,
+                        std::initializer_list<LogField> fields) {
   timespec ts;
   clock_gettime(CLOCK_REALTIME, &ts);
   tm utc;
@@ -88,8 +91,23 @@ void LogEvent(LogLevel level, absl::string_view event, std::initializer_list<Log
       LevelName(level), event);
   for (const auto& [k, v] : fields) absl::StrAppend(&line, " ", k, "=", QuoteLogValue(v));
   line += '\n';
+  return line;
+}
+
+void LogEvent(LogLevel level, absl::string_view event, std::initializer_list<LogField> fields) {
+  const std::string line = FormatEvent(level, event, fields);
   ssize_t unused = ::write(2, line.data(), line.size());
   (void)unused;
+}
+
+absl::Status RedirectLogTo(const std::string& path) {
+  const int fd = ::open(path.c_str(), O_WRONLY | O_APPEND | O_CREAT | O_CLOEXEC, 0640);
+  if (fd < 0) return absl::InternalError(absl::StrCat("log file ", path, ": ", strerror(errno)));
+  const int rc = ::dup2(fd, 2);  // atomic: a write never finds fd 2 closed
+  const int err = errno;
+  ::close(fd);
+  if (rc < 0) return absl::InternalError(absl::StrCat("log file ", path, ": dup2: ", strerror(err)));
+  return absl::OkStatus();
 }
 
 }  // namespace mp::host

@@ -8,6 +8,7 @@
 #include <string>
 #include <utility>
 
+#include "absl/status/status.h"
 #include "absl/strings/string_view.h"
 
 namespace mp::host {
@@ -19,6 +20,14 @@ enum class LogLevel { kDebug, kInfo, kWarn, kError };
 // Logs at info level.
 void LogEvent(absl::string_view event, std::initializer_list<LogField> fields);
 void LogEvent(LogLevel level, absl::string_view event, std::initializer_list<LogField> fields);
+
+// One event as a line (with its newline), as LogEvent writes it.
+std::string FormatEvent(LogLevel level, absl::string_view event,
+                        std::initializer_list<LogField> fields);
+
+// Host events go to `path` from now on (appending; created 0640), in place of stderr: the file
+// takes over descriptor 2. Called again (SIGUSR1), it reopens the path, for logrotate.
+absl::Status RedirectLogTo(const std::string& path);
 
 // `v` as it appears in a log line: bare if it is non-empty printable ASCII without spaces,
 // quotes, backslashes or '='; otherwise in double quotes, with '"' and '\' escaped, \n, \r and

@@ -3,6 +3,7 @@
 #include <functional>
 
 #include "absl/strings/str_cat.h"
+#include "absl/strings/str_format.h"
 
 namespace mp::host {
 
@@ -14,6 +15,14 @@ void ModuleMetrics::RecordCall(uint16_t status, double seconds) {
   ++latency[b];
   latency_sum_seconds += seconds;
   ++latency_count;
+}
+
+void ModuleMetrics::RecordBuild(bool ok, double seconds) {
+  ++(ok ? builds_ok : builds_failed);
+  size_t b = 0;
+  while (b < kBuildBucketCount - 1 && seconds > kBuildBuckets[b]) ++b;
+  ++build_duration[b];
+  build_seconds_sum += seconds;
 }
 
 uint64_t ModuleMetrics::calls() const {
@@ -42,9 +51,37 @@ void Family(std::string* out, const char* name, const char* type, const char* he
 
 std::string Label(const std::string& module) { return absl::StrCat("{module=\"", module, "\"}"); }
 
+// A histogram family from cumulative counts (the last is +Inf) and the bounds before it.
+void Histogram(std::string* out, const char* name, const char* help, Modules modules,
+               capnp::List<double>::Reader (control::ModuleInfo::Reader::*bounds)() const,
+               capnp::List<uint64_t>::Reader (control::ModuleInfo::Reader::*counts)() const,
+               double (control::ModuleInfo::Reader::*sum)() const) {
+  Family(out, name, "histogram", help, modules, [&](ModuleReader m, const std::string& module) {
+    auto b = (m.*bounds)();
+    auto c = (m.*counts)();
+    for (unsigned i = 0; i < c.size(); ++i) {
+      const std::string le = i < b.size() ? absl::StrCat(b[i]) : "+Inf";
+      absl::StrAppend(out, name, "_bucket{module=\"", module, "\",le=\"", le, "\"} ", c[i], "\n");
+    }
+    absl::StrAppend(out, name, "_sum", Label(module), " ", (m.*sum)(), "\n", name, "_count",
+                    Label(module), " ", c.size() ? c[c.size() - 1] : 0, "\n");
+  });
+}
+
+// A counter family with result="ok" and result="failed" per module.
+void Results(std::string* out, const char* name, const char* help, Modules modules,
+             uint64_t (control::ModuleInfo::Reader::*ok)() const,
+             uint64_t (control::ModuleInfo::Reader::*failed)() const) {
+  Family(out, name, "counter", help, modules, [&](ModuleReader m, const std::string& module) {
+    absl::StrAppend(out, name, "{module=\"", module, "\",result=\"ok\"} ", (m.*ok)(), "\n", name,
+                    "{module=\"", module, "\",result=\"failed\"} ", (m.*failed)(), "\n");
+  });
+}
+
 }  // namespace
 
 std::string RenderMetrics(control::Snapshot::Reader snapshot) {
+  using Info = control::ModuleInfo::Reader;
   std::string out;
   const Modules modules = snapshot.getModules();
   auto simple = [&](const char* name, const char* type, const char* help,
@@ -53,27 +90,100 @@ std::string RenderMetrics(control::Snapshot::Reader snapshot) {
       absl::StrAppend(&out, name, Label(module), " ", value(m), "\n");
     });
   };
+  const auto status = snapshot.getStatus();
+  absl::StrAppend(&out, "# HELP mphost_build_info The mphost version; always 1.\n",
+                  "# TYPE mphost_build_info gauge\n", "mphost_build_info{version=\"",
+                  status.getVersion().cStr(), "\"} 1\n");
+  auto host = [&](const char* name, const char* type, const char* help, double value) {
+    absl::StrAppend(&out, "# HELP ", name, " ", help, "\n# TYPE ", name, " ", type, "\n", name,
+                    " ", value, "\n");
+  };
+  host("mphost_ready", "gauge", "1 when /readyz answers 200: not draining, every critical module ready.",
+       status.getReady() ? 1 : 0);
+  host("mphost_draining", "gauge", "1 once a stop has begun.", status.getDraining() ? 1 : 0);
+  host("mphost_connections_open", "gauge", "Client connections open.",
+       static_cast<double>(status.getConnectionsOpen()));
+  host("mphost_connections_accepted_total", "counter", "Client connections accepted.",
+       static_cast<double>(status.getConnectionsAccepted()));
+  host("mphost_connections_shed_total", "counter",
+       "Idle keep-alive connections closed to make room (maxConnections, or out of descriptors).",
+       static_cast<double>(status.getConnectionsShed()));
+  host("mphost_connection_limit_reached_total", "counter",
+       "Times maxConnections busy connections left new clients waiting in the backlog.",
+       static_cast<double>(status.getConnectionLimitReached()));
+  absl::StrAppend(&out,
+                  "# HELP mphost_accept_errors_total Failed accepts, by reason: resources "
+                  "(EMFILE, ENFILE, ENOBUFS, ENOMEM; the listener backs off and retries) or other.\n"
+                  "# TYPE mphost_accept_errors_total counter\n"
+                  "mphost_accept_errors_total{reason=\"resources\"} ", status.getAcceptResourceErrors(),
+                  "\nmphost_accept_errors_total{reason=\"other\"} ", status.getAcceptOtherErrors(),
+                  "\n");
+  absl::StrAppend(&out,
+                  "# HELP mphost_config_reloads_total Config reloads (SIGHUP, mpctl reload "
+                  "--config), by result.\n# TYPE mphost_config_reloads_total counter\n"
+                  "mphost_config_reloads_total{result=\"ok\"} ", status.getConfigReloadsOk(),
+                  "\nmphost_config_reloads_total{result=\"failed\"} ",
+                  status.getConfigReloadsFailed(), "\n");
+  host("process_cpu_seconds_total", "counter", "User and system CPU time of the supervisor.",
+       status.getCpuSeconds());
+  host("process_resident_memory_bytes", "gauge", "Resident memory of the supervisor.",
+       static_cast<double>(status.getResidentBytes()));
+  host("process_virtual_memory_bytes", "gauge", "Virtual memory of the supervisor.",
+       static_cast<double>(status.getVirtualBytes()));
+  host("process_open_fds", "gauge", "Open descriptors of the supervisor.",
+       static_cast<double>(status.getOpenFds()));
+  host("process_max_fds", "gauge", "The supervisor's descriptor limit (soft RLIMIT_NOFILE).",
+       static_cast<double>(status.getMaxFds()));
+  absl::StrAppend(&out,
+                  "# HELP process_start_time_seconds Start time of the supervisor since the epoch.\n"
+                  "# TYPE process_start_time_seconds gauge\n",
+                  absl::StrFormat("process_start_time_seconds %.2f\n", status.getStartTimeSeconds()));
+
+  Family(&out, "mphost_module_state", "gauge",
+         "1 for the module's state: starting, serving, reloading (serving while a new generation "
+         "builds), failed or stopping; 0 for the others.",
+         modules, [&](ModuleReader m, const std::string& module) {
+           for (const char* state : {"starting", "serving", "reloading", "failed", "stopping"}) {
+             absl::StrAppend(&out, "mphost_module_state{module=\"", module, "\",state=\"", state,
+                             "\"} ", m.getState() == state ? 1 : 0, "\n");
+           }
+         });
+  simple("mphost_module_ready", "gauge", "1 when the module is serving with a worker ready.",
+         [](ModuleReader m) { return m.getReady() ? 1 : 0; });
+  simple("mphost_module_critical", "gauge", "1 when the module counts for /readyz.",
+         [](ModuleReader m) { return m.getCritical() ? 1 : 0; });
+  Results(&out, "mphost_module_builds_total",
+          "Heap generations built (the first and each reload's), by result.", modules,
+          &Info::getBuildsOk, &Info::getBuildsFailed);
+  Histogram(&out, "mphost_module_build_duration_seconds",
+            "Time to build a heap generation and start its zygote, by module.", modules,
+            &Info::getBuildBounds, &Info::getBuildCounts, &Info::getBuildSumSeconds);
+  Results(&out, "mphost_module_reloads_total",
+          "New generations after the first (mpctl reload, config reloads), by result.", modules,
+          &Info::getReloadsOk, &Info::getReloadsFailed);
+  Family(&out, "mphost_unavailable_total", "counter",
+         "503s the host answered itself, by module and cause: starting, draining, module_failed, "
+         "queue_full, no_worker.",
+         modules, [&](ModuleReader m, const std::string& module) {
+           for (auto c : m.getUnavailableByCause()) {
+             absl::StrAppend(&out, "mphost_unavailable_total{module=\"", module, "\",cause=\"",
+                             c.getCause().cStr(), "\"} ", c.getCount(), "\n");
+           }
+         });
   Family(&out, "mphost_calls_total", "counter", "Calls answered, by module and HTTP status.",
          modules, [&](ModuleReader m, const std::string& module) {
-           for (auto c : m.getCallsByStatus()) {
-             absl::StrAppend(&out, "mphost_calls_total{module=\"", module, "\",status=\"",
-                             c.getStatus(), "\"} ", c.getCount(), "\n");
+           // The usual statuses from the start, at 0, so that rate() sees their first increase.
+           std::map<uint16_t, uint64_t> by_status;
+           for (uint16_t s : {200, 400, 404, 408, 413, 500, 502, 503, 504}) by_status[s] = 0;
+           for (auto c : m.getCallsByStatus()) by_status[c.getStatus()] = c.getCount();
+           for (const auto& [s, n] : by_status) {
+             absl::StrAppend(&out, "mphost_calls_total{module=\"", module, "\",status=\"", s,
+                             "\"} ", n, "\n");
            }
          });
-  Family(&out, "mphost_call_duration_seconds", "histogram",
-         "Time from receiving a call to its answer, queueing included, of calls given to a worker.",
-         modules, [&](ModuleReader m, const std::string& module) {
-           auto bounds = m.getLatencyBounds();
-           auto counts = m.getLatencyCounts();
-           for (unsigned b = 0; b < counts.size(); ++b) {
-             const std::string le = b < bounds.size() ? absl::StrCat(bounds[b]) : "+Inf";
-             absl::StrAppend(&out, "mphost_call_duration_seconds_bucket{module=\"", module,
-                             "\",le=\"", le, "\"} ", counts[b], "\n");
-           }
-           absl::StrAppend(&out, "mphost_call_duration_seconds_sum", Label(module), " ",
-                           m.getLatencySumSeconds(), "\n", "mphost_call_duration_seconds_count",
-                           Label(module), " ", counts.size() ? counts[counts.size() - 1] : 0, "\n");
-         });
+  Histogram(&out, "mphost_call_duration_seconds",
+            "Time from receiving a call to its answer, queueing included, of calls given to a worker.",
+            modules, &Info::getLatencyBounds, &Info::getLatencyCounts, &Info::getLatencySumSeconds);
   simple("mphost_queue_depth", "gauge", "Calls waiting for a worker.",
          [](ModuleReader m) { return m.getQueueDepth(); });
   Family(&out, "mphost_workers", "gauge", "Microprocesses, by module and state.", modules,
@@ -133,7 +243,7 @@ std::string RenderMetrics(control::Snapshot::Reader snapshot) {
   absl::StrAppend(&out,
                   "# HELP mphost_host_pss_bytes Proportional set size of the supervisor itself.\n"
                   "# TYPE mphost_host_pss_bytes gauge\n"
-                  "mphost_host_pss_bytes ", snapshot.getStatus().getHostPssBytes(), "\n");
+                  "mphost_host_pss_bytes ", status.getHostPssBytes(), "\n");
   return out;
 }
 

@@ -1,6 +1,9 @@
 #include "host/module_runtime.h"
 
 #include <signal.h>
+#include <sys/stat.h>
+
+#include <chrono>
 
 #include "absl/strings/str_cat.h"
 #include "absl/strings/strip.h"
@@ -37,6 +40,37 @@ bool IsBuildFailure(const absl::Status& s) {
   return s.code() == absl::StatusCode::kAborted || s.code() == absl::StatusCode::kDeadlineExceeded;
 }
 
+// What a generation is built from on disk: the plugin's and each data file's identity, size
+// and modification time. A file replaced or rewritten gives another fingerprint.
+std::string Fingerprint(const ModuleConfig& c) {
+  std::string out;
+  auto add = [&out](const std::string& path) {
+    struct stat st;
+    if (::stat(path.c_str(), &st) != 0) {
+      absl::StrAppend(&out, path, ":missing;");
+      return;
+    }
+    absl::StrAppend(&out, path, ":", st.st_dev, ":", st.st_ino, ":", st.st_size, ":",
+                    st.st_mtim.tv_sec, ".", st.st_mtim.tv_nsec, ";");
+  };
+  add(c.plugin);
+  for (const auto& [name, path] : c.data_files) add(path);
+  return out;
+}
+
+// `c` with its pool limits and supervision policies taken from `from`: what is left differs
+// only if a new generation is needed.
+ModuleConfig WithPoolOf(ModuleConfig c, const ModuleConfig& from) {
+  c.workers = from.workers;
+  c.max_workers = from.max_workers;
+  c.idle_timeout_ms = from.idle_timeout_ms;
+  c.queue_limit = from.queue_limit;
+  c.recycle_after_calls = from.recycle_after_calls;
+  c.max_private_bytes = from.max_private_bytes;
+  c.critical = from.critical;
+  return c;
+}
+
 }  // namespace
 
 ModuleRuntime::ModuleRuntime(const ModuleConfig& config, HelperEnv& helpers, uint64_t seed)
@@ -61,10 +95,14 @@ void ModuleRuntime::RunAfter(int64_t delay_ms, std::function<void()> fn) {
   }));
 }
 
-void ModuleRuntime::Refuse(PendingCall call, const absl::Status& why) {
-  metrics_.RecordCall(503, -1);
-  call.fulfiller->fulfill(
-      HostError(503, config_.name, absl::StrCat("module '", config_.name, "' failed: ", why.message())));
+void ModuleRuntime::Refuse(PendingCall call, Unavailable cause, const absl::Status& why) {
+  CallResult r = HostUnavailable(
+      cause, config_.name,
+      cause == Unavailable::kModuleFailed
+          ? absl::StrCat("module '", config_.name, "' failed: ", why.message())
+          : absl::StrCat("module '", config_.name, "': ", why.message()));
+  metrics_.RecordRefusal(r);
+  call.fulfiller->fulfill(std::move(r));
 }
 
 void ModuleRuntime::Note(absl::string_view event, const PoolMember* member,
@@ -79,6 +117,23 @@ void ModuleRuntime::Note(absl::string_view event, const PoolMember* member,
   } else {
     LogEvent(level, event, {{"module", config_.name}, {"why", why}});
   }
+}
+
+const char* ModuleStateName(ModuleState state) {
+  switch (state) {
+    case ModuleState::kStarting: return "starting";
+    case ModuleState::kServing: return "serving";
+    case ModuleState::kFailed: return "failed";
+    case ModuleState::kStopping: return "stopping";
+  }
+  return "?";
+}
+
+ModuleState ModuleRuntime::state() const {
+  if (stopping_) return ModuleState::kStopping;
+  if (failed()) return ModuleState::kFailed;
+  if (!started_) return ModuleState::kStarting;
+  return ModuleState::kServing;
 }
 
 bool ModuleRuntime::failed() const { return build_failed_ || pool_.failed(); }
@@ -114,15 +169,32 @@ Generation* ModuleRuntime::FindGeneration(uint64_t number) {
 
 kj::Promise<absl::StatusOr<std::unique_ptr<Generation>>> ModuleRuntime::LoadGeneration(
     uint64_t number) {
+  using Result = absl::StatusOr<std::unique_ptr<Generation>>;
+  const auto started = std::chrono::steady_clock::now();
+  // Taken before the build reads the files: a change during the build is seen next time.
+  std::string fingerprint = Fingerprint(config_);
   return BuildHeap(helpers_, config_, number)
-      .then([this](absl::StatusOr<BuiltHeap> heap)
-                -> kj::Promise<absl::StatusOr<std::unique_ptr<Generation>>> {
-        if (!heap.ok()) return absl::StatusOr<std::unique_ptr<Generation>>(heap.status());
+      .then([this](absl::StatusOr<BuiltHeap> heap) -> kj::Promise<Result> {
+        if (!heap.ok()) return Result(heap.status());
         return Generation::Start(helpers_, config_, *std::move(heap));
+      })
+      .then([this, started, fingerprint = std::move(fingerprint)](Result gen) mutable {
+        const double seconds =
+            std::chrono::duration<double>(std::chrono::steady_clock::now() - started).count();
+        metrics_.RecordBuild(gen.ok(), seconds);
+        if (gen.ok()) (*gen)->set_fingerprint(std::move(fingerprint));
+        return gen;
       });
 }
 
 kj::Promise<absl::Status> ModuleRuntime::Start() {
+  return StartFirstGeneration().then([this](absl::Status s) {
+    started_ = true;
+    return s;
+  });
+}
+
+kj::Promise<absl::Status> ModuleRuntime::StartFirstGeneration() {
   return LoadGeneration(next_generation_++)
       .then([this](absl::StatusOr<std::unique_ptr<Generation>> gen) -> kj::Promise<absl::Status> {
         if (!gen.ok()) {
@@ -236,12 +308,23 @@ kj::Promise<std::pair<uint32_t, absl::Status>> ModuleRuntime::StartWorkers(Gener
 
 kj::Promise<CallResult> ModuleRuntime::Call(CallRequest request) {
   auto refuse = [this](uint16_t status, std::string message) {
-    metrics_.RecordCall(status, -1);
-    return HostError(status, config_.name, message);
+    CallResult r = HostError(status, config_.name, message);
+    metrics_.RecordRefusal(r);
+    return r;
   };
-  if (stopping_) return refuse(503, "the host is shutting down");
+  auto unavailable = [this](Unavailable cause, std::string message) {
+    CallResult r = HostUnavailable(cause, config_.name, message);
+    metrics_.RecordRefusal(r);
+    return r;
+  };
+  if (stopping_) return unavailable(Unavailable::kDraining, "the host is shutting down");
   if (failed()) {
-    return refuse(503, absl::StrCat("module '", config_.name, "' failed: ", failed_reason()));
+    return unavailable(Unavailable::kModuleFailed,
+                       absl::StrCat("module '", config_.name, "' failed: ", failed_reason()));
+  }
+  if (!started_) {
+    return unavailable(Unavailable::kStarting,
+                       absl::StrCat("module '", config_.name, "' is starting"));
   }
   if (request.body.size() > config_.max_body_bytes) {
     return refuse(413, absl::StrCat("request body of ", request.body.size(),
@@ -258,11 +341,11 @@ kj::Promise<CallResult> ModuleRuntime::Call(CallRequest request) {
   PendingCall call{std::move(request), std::move(paf.fulfiller), timer_.now()};
   if (auto admitted = pool_.Submit(call); !admitted.ok()) {
     if (absl::IsResourceExhausted(admitted)) {
-      CallResult r = refuse(503, absl::StrCat("module '", config_.name, "' ", admitted.message()));
-      r.headers.emplace_back("Retry-After", "1");
-      return r;
+      return unavailable(Unavailable::kQueueFull,
+                         absl::StrCat("module '", config_.name, "' ", admitted.message()));
     }
-    return refuse(503, absl::StrCat("module '", config_.name, "' failed: ", admitted.message()));
+    return unavailable(Unavailable::kModuleFailed,
+                       absl::StrCat("module '", config_.name, "' failed: ", admitted.message()));
   }
   return std::move(paf.promise);
 }
@@ -318,6 +401,7 @@ kj::Promise<absl::StatusOr<uint64_t>> ModuleRuntime::Reload() {
   LogEvent("reload_started", {{"module", config_.name}, {"generation", absl::StrCat(number)}});
   auto fail = [this](absl::Status s) {
     reloading_ = false;
+    ++metrics_.reloads_failed;
     if (stopping_) s = absl::UnavailableError("the host is stopping");
     reload_error_ = std::string(s.message());
     LogEvent(LogLevel::kWarn, "reload_failed", {{"module", config_.name}, {"error", s.message()}});
@@ -339,6 +423,7 @@ kj::Promise<absl::StatusOr<uint64_t>> ModuleRuntime::Reload() {
                 return fail(started.second);
               }
               reloading_ = false;
+              ++metrics_.reloads_ok;
               if (generation_) retiring_.push_back(std::move(generation_));
               generation_ = std::move(starting_);
               reload_error_.clear();
@@ -352,6 +437,37 @@ kj::Promise<absl::StatusOr<uint64_t>> ModuleRuntime::Reload() {
               return number;
             });
       });
+}
+
+kj::Promise<absl::StatusOr<std::string>> ModuleRuntime::Reconfigure(const ModuleConfig& next) {
+  using Result = absl::StatusOr<std::string>;
+  std::string done;
+  const WorkerPool::Limits limits = PoolLimits(next);
+  if (!(limits == pool_.limits()) || next.critical != config_.critical) {
+    done = absl::StrCat("pool ", config_.workers, "-", config_.max_workers, " -> ", next.workers,
+                        "-", next.max_workers);
+    ModuleConfig pooled = WithPoolOf(config_, next);
+    config_ = std::move(pooled);
+    pool_.SetLimits(limits);
+  }
+  const bool changed = !(WithPoolOf(next, config_) == config_);
+  const bool files_changed = generation_ && Fingerprint(next) != generation_->fingerprint();
+  if (!changed && !files_changed && generation_ && !build_failed_) {
+    return Result(done.empty() ? "unchanged" : done);
+  }
+  // A new generation from the new config; if it fails, the old config goes on with the old one.
+  ModuleConfig previous = config_;
+  config_ = next;
+  const char* why = changed ? "config changed" : generation_ ? "files changed" : "not built";
+  LogEvent("module_reconfigure", {{"module", config_.name}, {"why", why}});
+  return Reload().then([this, previous = std::move(previous), done](
+                           absl::StatusOr<uint64_t> r) mutable -> Result {
+    if (!r.ok()) {
+      if (!stopping_) config_ = WithPoolOf(std::move(previous), config_);
+      return r.status();
+    }
+    return absl::StrCat(done.empty() ? "" : absl::StrCat(done, ", "), "generation ", *r);
+  });
 }
 
 kj::Promise<absl::StatusOr<uint64_t>> ModuleRuntime::Restart() {
@@ -401,6 +517,10 @@ bool ModuleRuntime::KillWorker(pid_t pid) {
 
 void ModuleRuntime::Tick() {
   metrics_.Tick();
+  pool_.ExpireQueued(timer_.now() - config_.call_timeout_ms * kj::MILLISECONDS,
+                     absl::UnavailableError(absl::StrCat("no worker was free within ",
+                                                         config_.call_timeout_ms,
+                                                         " ms (callTimeoutMs)")));
   for (auto& [id, w] : workers_) w->TrimIdleRings();
   pool_.Tick([this](PoolMember& m) -> uint64_t {
     auto& w = static_cast<WorkerChannel&>(m);
@@ -414,12 +534,12 @@ void ModuleRuntime::Tick() {
 void ModuleRuntime::StopAll() {
   if (stopping_ && workers_.empty() && !generation_) return;
   stopping_ = true;
-  pool_.FailQueue(absl::UnavailableError("the host is shutting down"));
+  pool_.FailQueue(Unavailable::kDraining, absl::UnavailableError("the host is shutting down"));
   for (auto& [id, w] : workers_) {
     if (w->pidfd() >= 0) w->SendStop();
   }
   for (auto& [id, w] : workers_) {
-    w->AbandonCall(HostError(503, config_.name, "the host is shutting down"));
+    w->AbandonCall(HostUnavailable(Unavailable::kDraining, config_.name, "the host is shutting down"));
     if (w->pidfd() < 0) continue;
     // Not our child (its generation's init reaps it): wait for it to be gone.
     const bool gone = AwaitExitWithin(w->pidfd(), 2000);

@@ -25,6 +25,17 @@
 
 namespace mp::host {
 
+// Where a module is in its life, as /readyz, `mpctl status` and mphost_module_state show it.
+enum class ModuleState : uint8_t {
+  kStarting,  // its first generation is being built
+  kServing,   // a worker can take a call (or will, once one starts)
+  kFailed,    // its build failed, or its crash-loop breaker is open with no worker left
+  kStopping,  // the host is stopping, or a config reload removed it
+};
+inline constexpr ModuleState kAllModuleStates[] = {ModuleState::kStarting, ModuleState::kServing,
+                                                   ModuleState::kFailed, ModuleState::kStopping};
+const char* ModuleStateName(ModuleState state);  // "starting", "serving", "failed", "stopping"
+
 class ModuleRuntime final : private PoolOwner,
                             private WorkerChannel::Owner,
                             private kj::TaskSet::ErrorHandler {
@@ -44,6 +55,11 @@ class ModuleRuntime final : private PoolOwner,
   // Builds generation N+1 (builder, zygote, workers, all on the loop) and switches new calls
   // to it; calls in flight finish on N. A failure leaves N serving.
   kj::Promise<absl::StatusOr<uint64_t>> Reload();
+  // A config reload's new config for this module (same name). Pool limits and policies apply
+  // at once; any other change, or a plugin or data file changed on disk since the current
+  // generation was built, makes a new generation (as Reload). Resolves to what was done, for
+  // the log and mpctl: "unchanged", "pool 2-2 -> 3-4", "generation 3".
+  kj::Promise<absl::StatusOr<std::string>> Reconfigure(const ModuleConfig& next);
   // Closes the crash-loop breaker and replaces every worker; a module without a working zygote
   // is rebuilt. Resolves to the number of workers started.
   kj::Promise<absl::StatusOr<uint64_t>> Restart();
@@ -54,6 +70,8 @@ class ModuleRuntime final : private PoolOwner,
   void Tick();
   // Counts an answer the front door gave for this module without a call (413, 408, ...).
   void CountFrontDoorAnswer(uint16_t status) { metrics_.RecordCall(status, -1); }
+  // Counts the host's own answer for a call it refused before it reached this module.
+  void CountRefusal(const CallResult& r) { metrics_.RecordRefusal(r); }
 
   // For the shutdown: stop frames to every worker, then waits (blocking) for each to exit,
   // answers what was in flight, and kills every generation.
@@ -62,6 +80,7 @@ class ModuleRuntime final : private PoolOwner,
   // ---- State, for snapshots and /readyz ----
   const std::string& name() const { return config_.name; }
   const ModuleConfig& config() const { return config_; }
+  ModuleState state() const;
   bool failed() const;
   std::string failed_reason() const;
   bool reloading() const { return reloading_; }
@@ -79,7 +98,7 @@ class ModuleRuntime final : private PoolOwner,
   PoolMember* Launch(uint64_t generation) override;
   void RunAfter(int64_t delay_ms, std::function<void()> fn) override;
   int64_t NowMs() override;
-  void Refuse(PendingCall call, const absl::Status& why) override;
+  void Refuse(PendingCall call, Unavailable cause, const absl::Status& why) override;
   void Note(absl::string_view event, const PoolMember* member, absl::string_view why) override;
   // WorkerChannel::Owner
   void OnCallDone(WorkerChannel& w, const CallResult* result, double seconds) override;
@@ -87,6 +106,7 @@ class ModuleRuntime final : private PoolOwner,
   // kj::TaskSet::ErrorHandler
   void taskFailed(kj::Exception&& exception) override;
 
+  kj::Promise<absl::Status> StartFirstGeneration();
   kj::Promise<absl::StatusOr<std::unique_ptr<Generation>>> LoadGeneration(uint64_t number);
   // Starts `n` workers of `gen`, outside the pool's decisions (a new generation's first ones);
   // resolves once each is ready or failed: how many started, and the last error.
@@ -106,9 +126,11 @@ class ModuleRuntime final : private PoolOwner,
   std::vector<std::unique_ptr<Generation>> retiring_;
   uint64_t next_generation_ = 1;
   bool reloading_ = false;
+  bool started_ = false;           // Start() has resolved
   bool build_failed_ = false;      // the first build failed on its own terms
   std::string build_error_;
   std::string reload_error_;
+  std::string fingerprint_;  // of the plugin and data files the current generation was built from
   std::map<uint64_t, std::unique_ptr<WorkerChannel>> workers_;
   uint64_t next_worker_id_ = 1;
   bool stopping_ = false;

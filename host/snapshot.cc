@@ -57,6 +57,7 @@ const char* BreakerName(RestartPolicy::Breaker b) {
 // Fills the message from the modules as they are now, with `readings` (by pid) where read.
 void Fill(const ModuleMap& modules, const HostFacts& facts,
           const std::map<pid_t, ProcReading>& readings, const ProcReading& self,
+          const ProcessStats& process,
           const ModuleOutput& output, capnp::MallocMessageBuilder& message) {
   auto snap = message.initRoot<control::Snapshot>();
   size_t worker_count = 0, heap_count = 0;
@@ -82,7 +83,11 @@ void Fill(const ModuleMap& modules, const HostFacts& facts,
     info.setGeneration(current ? current->number() : 0);
     const bool is_failed = m->failed();
     failed += is_failed ? 1 : 0;
-    info.setState(is_failed ? "failed" : m->reloading() ? "reloading" : "ready");
+    const ModuleState state = m->state();
+    info.setState(state == ModuleState::kServing && m->reloading() ? "reloading"
+                                                                   : ModuleStateName(state));
+    info.setCritical(m->config().critical);
+    info.setReady(state == ModuleState::kServing && m->HasReadyWorker());
     info.setReason(is_failed ? m->failed_reason() : m->reload_error());
     info.setHeapBytes(current ? current->heap().segment_bytes : 0);
     total_heap += current ? current->heap().segment_bytes : 0;
@@ -148,6 +153,25 @@ void Fill(const ModuleMap& modules, const HostFacts& facts,
       counts.set(b, cumulative);
     }
     info.setLatencySumSeconds(metrics.latency_sum_seconds);
+    auto build_bounds = info.initBuildBounds(kBuildBucketCount - 1);
+    auto build_counts = info.initBuildCounts(kBuildBucketCount);
+    cumulative = 0;
+    for (size_t b = 0; b < kBuildBucketCount; ++b) {
+      if (b + 1 < kBuildBucketCount) build_bounds.set(b, kBuildBuckets[b]);
+      cumulative += metrics.build_duration[b];
+      build_counts.set(b, cumulative);
+    }
+    info.setBuildSumSeconds(metrics.build_seconds_sum);
+    info.setBuildsOk(metrics.builds_ok);
+    info.setBuildsFailed(metrics.builds_failed);
+    info.setReloadsOk(metrics.reloads_ok);
+    info.setReloadsFailed(metrics.reloads_failed);
+    auto unavailable = info.initUnavailableByCause(kUnavailableCount - 1);
+    for (size_t c = 0; c + 1 < kUnavailableCount; ++c) {
+      const Unavailable cause = kAllUnavailable[c];
+      unavailable[c].setCause(UnavailableName(cause));
+      unavailable[c].setCount(metrics.unavailable[static_cast<size_t>(cause)]);
+    }
     auto by_status = info.initCallsByStatus(static_cast<unsigned>(metrics.calls_by_status.size()));
     unsigned si = 0;
     for (const auto& [status, n] : metrics.calls_by_status) {
@@ -227,6 +251,21 @@ void Fill(const ModuleMap& modules, const HostFacts& facts,
   if (self.memory) status.setHostPssBytes(self.memory->pss_bytes);
   status.setWorkerPssBytes(total_worker_pss);
   status.setHeapBytes(total_heap);
+  status.setReady(facts.ready);
+  status.setConnectionsOpen(facts.connections_open);
+  status.setConnectionsAccepted(facts.connections_accepted);
+  status.setConnectionsShed(facts.connections_shed);
+  status.setConnectionLimitReached(facts.connection_limit_reached);
+  status.setAcceptResourceErrors(facts.accept_resource_errors);
+  status.setAcceptOtherErrors(facts.accept_other_errors);
+  status.setConfigReloadsOk(facts.config_reloads_ok);
+  status.setConfigReloadsFailed(facts.config_reloads_failed);
+  status.setCpuSeconds(process.cpu_seconds);
+  status.setResidentBytes(process.resident_bytes);
+  status.setVirtualBytes(process.virtual_bytes);
+  status.setOpenFds(process.open_fds);
+  status.setMaxFds(process.max_fds);
+  status.setStartTimeSeconds(process.start_time_seconds);
 }
 
 }  // namespace
@@ -250,11 +289,13 @@ kj::Promise<kj::Own<capnp::MallocMessageBuilder>> TakeSnapshot(const ModuleMap& 
       }
     }
   }
+  using Readings = std::pair<std::vector<ProcReading>, ProcessStats>;
   auto read = targets.empty()
-                  ? kj::Promise<std::vector<ProcReading>>(std::vector<ProcReading>())
-                  : RunOffLoop([targets]() { return ReadAll(targets); });
+                  ? kj::Promise<Readings>(Readings{{}, ProcessStats{}})
+                  : RunOffLoop([targets]() { return Readings{ReadAll(targets), ReadProcessStats()}; });
   return read.then([&modules, &output, facts = std::move(facts),
-                    targets](std::vector<ProcReading> readings) {
+                    targets](Readings both) {
+    std::vector<ProcReading>& readings = both.first;
     std::map<pid_t, ProcReading> by_pid;
     ProcReading self;
     for (size_t i = 0; i < readings.size(); ++i) {
@@ -265,7 +306,7 @@ kj::Promise<kj::Own<capnp::MallocMessageBuilder>> TakeSnapshot(const ModuleMap& 
       }
     }
     auto message = kj::heap<capnp::MallocMessageBuilder>();
-    Fill(modules, facts, by_pid, self, output, *message);
+    Fill(modules, facts, by_pid, self, both.second, output, *message);
     return message;
   });
 }

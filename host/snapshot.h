@@ -21,7 +21,12 @@ struct HostFacts {
   std::string listen;
   std::string control;
   bool draining = false;
+  bool ready = false;
   int64_t uptime_ms = 0;
+  // Filled by the server (server.h): its listener's and config reloads' counters.
+  uint64_t connections_open = 0, connections_accepted = 0, connections_shed = 0,
+           connection_limit_reached = 0, accept_resource_errors = 0, accept_other_errors = 0;
+  uint64_t config_reloads_ok = 0, config_reloads_failed = 0;
 };
 
 using ModuleMap = std::map<std::string, std::unique_ptr<ModuleRuntime>, std::less<>>;

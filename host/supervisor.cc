@@ -2,16 +2,18 @@
 
 #include <unistd.h>
 
+#include <set>
+
 #include "absl/strings/str_cat.h"
 #include "host/call_codec.h"
 #include "host/log.h"
 #include "host/metrics.h"
+#include "host/version.h"
 
 namespace mp::host {
 namespace {
 
 constexpr int kMaintenanceMs = 1000;  // idle scale-down, memory checks, breaker trials
-constexpr char kVersion[] = "0.1.0";
 
 // A build that failed on its own terms fails only its module (see ModuleRuntime::Start).
 bool IsBuildFailure(const absl::Status& s) {
@@ -25,10 +27,10 @@ Supervisor::Supervisor(kj::AsyncIoContext& io, HostConfig config, HelperEnv& hel
       timer_(io.provider->getTimer()),
       config_(std::move(config)),
       helpers_(helpers),
+      seed_(static_cast<uint64_t>(::getpid())),
       tasks_(*this) {
-  uint64_t seed = static_cast<uint64_t>(::getpid());
   for (const ModuleConfig& mc : config_.modules) {
-    modules_.emplace(mc.name, std::make_unique<ModuleRuntime>(mc, helpers_, seed++));
+    modules_.emplace(mc.name, std::make_unique<ModuleRuntime>(mc, helpers_, seed_++));
   }
 }
 
@@ -63,6 +65,17 @@ kj::Promise<void> Supervisor::MaintenanceLoop() {
   return timer_.afterDelay(kMaintenanceMs * kj::MILLISECONDS).then([this]() -> kj::Promise<void> {
     if (stopping_) return kj::READY_NOW;
     for (auto& [name, m] : modules_) m->Tick();
+    for (auto it = removed_.begin(); it != removed_.end();) {
+      // Still starting or reloading: promises elsewhere refer to it.
+      if ((*it)->busy() || (*it)->state() == ModuleState::kStarting || (*it)->reloading()) {
+        (*it)->Tick();
+        ++it;
+        continue;
+      }
+      LogEvent("module_removed", {{"module", (*it)->name()}});
+      (*it)->StopAll();
+      it = removed_.erase(it);
+    }
     return MaintenanceLoop();
   });
 }
@@ -73,8 +86,9 @@ kj::Promise<CallResult> Supervisor::Call(absl::string_view module, CallRequest r
     return HostError(404, module, absl::StrCat("no module named '", module, "'"));
   }
   if (stopping_) {
-    it->second->CountFrontDoorAnswer(503);
-    return HostError(503, module, "the host is shutting down");
+    CallResult r = HostUnavailable(Unavailable::kDraining, module, "the host is shutting down");
+    it->second->CountRefusal(r);
+    return r;
   }
   return it->second->Call(std::move(request));
 }
@@ -99,12 +113,16 @@ std::optional<uint64_t> Supervisor::MaxBodyBytes(absl::string_view module) const
   return it->second->config().max_body_bytes;
 }
 
-bool Supervisor::Ready() const {
-  if (stopping_ || draining_) return false;
+ReadinessReport Supervisor::CheckReadiness() const {
+  ReadinessReport report{!stopping_ && !draining_, draining_, {}};
   for (const auto& [name, m] : modules_) {
-    if (m->failed() || !m->HasReadyWorker()) return false;
+    const ModuleState state = m->state();
+    const bool ready = state == ModuleState::kServing && m->HasReadyWorker();
+    const bool critical = m->config().critical;
+    report.modules.push_back({name, state, ready, critical});
+    if (critical && !ready) report.ready = false;
   }
-  return true;
+  return report;
 }
 
 kj::Promise<absl::StatusOr<uint64_t>> Supervisor::Reload(absl::string_view module) {
@@ -119,6 +137,42 @@ kj::Promise<absl::StatusOr<uint64_t>> Supervisor::Reload(absl::string_view modul
 
 void Supervisor::ReloadAll() {
   for (auto& [name, m] : modules_) tasks_.add(m->Reload().ignoreResult());
+}
+
+kj::Promise<std::vector<std::string>> Supervisor::ApplyModules(std::vector<ModuleConfig> modules) {
+  auto steps = kj::heapArrayBuilder<kj::Promise<std::string>>(modules.size() + modules_.size());
+  std::set<std::string> wanted;
+  for (ModuleConfig& mc : modules) {
+    wanted.insert(mc.name);
+    const std::string name = mc.name;
+    if (auto it = modules_.find(name); it != modules_.end()) {
+      steps.add(it->second->Reconfigure(mc).then([name](absl::StatusOr<std::string> r) {
+        return absl::StrCat(name, ": ", r.ok() ? *r : absl::StrCat("unchanged, ", r.status().message()));
+      }));
+      continue;
+    }
+    auto runtime = std::make_unique<ModuleRuntime>(mc, helpers_, seed_++);
+    ModuleRuntime& m = *runtime;
+    modules_.emplace(name, std::move(runtime));
+    LogEvent("module_added", {{"module", name}});
+    steps.add(m.Start().then([name](absl::Status s) {
+      return absl::StrCat(name, ": added", s.ok() ? "" : absl::StrCat(", failed: ", s.message()));
+    }));
+  }
+  for (auto it = modules_.begin(); it != modules_.end();) {
+    if (wanted.count(it->first) > 0) {
+      ++it;
+      continue;
+    }
+    steps.add(kj::Promise<std::string>(absl::StrCat(it->first, ": removed, stops once idle")));
+    LogEvent("module_removing", {{"module", it->first}});
+    removed_.push_back(std::move(it->second));
+    it = modules_.erase(it);
+  }
+  config_.modules = std::move(modules);
+  return kj::joinPromises(steps.finish()).then([](kj::Array<std::string> lines) {
+    return std::vector<std::string>(lines.begin(), lines.end());
+  });
 }
 
 kj::Promise<absl::StatusOr<uint64_t>> Supervisor::Restart(absl::string_view module) {
@@ -147,7 +201,9 @@ absl::Status Supervisor::KillWorker(pid_t pid) {
 
 kj::Promise<kj::Own<capnp::MallocMessageBuilder>> Supervisor::Snapshot(bool with_proc) {
   HostFacts facts;
-  facts.version = kVersion;
+  if (fill_facts_) fill_facts_(facts);
+  facts.version = kMphostVersion;
+  facts.ready = CheckReadiness().ready;
   facts.listen = listen_;
   facts.control = control_;
   facts.draining = draining_;
@@ -183,6 +239,7 @@ kj::Promise<void> Supervisor::WhenIdle(uint32_t timeout_ms) {
 void Supervisor::StopAll() {
   stopping_ = true;
   for (auto& [name, m] : modules_) m->StopAll();
+  for (auto& m : removed_) m->StopAll();
   helpers_.reaper.ReapAll(2000);
 }
 

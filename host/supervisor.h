@@ -32,6 +32,19 @@
 
 namespace mp::host {
 
+// What /readyz shows: each module's state, and whether the host should get traffic.
+struct ModuleReadiness {
+  std::string name;
+  ModuleState state;
+  bool ready;     // serving, with a worker that can take a call
+  bool critical;  // needed for the host to be ready
+};
+struct ReadinessReport {
+  bool ready;  // not draining, and every critical module ready
+  bool draining;
+  std::vector<ModuleReadiness> modules;
+};
+
 class Supervisor : private kj::TaskSet::ErrorHandler {
  public:
   // `helpers` (launcher, module output, reaper) must outlive the supervisor.
@@ -54,12 +67,17 @@ class Supervisor : private kj::TaskSet::ErrorHandler {
   void CountFrontDoorAnswer(absl::string_view module, uint16_t status);
   // The module's request body limit; nullopt if there is no such module.
   std::optional<uint64_t> MaxBodyBytes(absl::string_view module) const;
-  // Every module has a worker that can take a call, and the host is not draining.
-  bool Ready() const;
+  // Every critical module has a worker that can take a call, and the host is not draining.
+  ReadinessReport CheckReadiness() const;
 
   // See ModuleRuntime.
   kj::Promise<absl::StatusOr<uint64_t>> Reload(absl::string_view module);
-  void ReloadAll();  // SIGHUP; failures are logged
+  void ReloadAll();  // failures are logged
+  // A config reload's modules (validated): each existing module is reconfigured (see
+  // ModuleRuntime::Reconfigure), new ones start, and removed ones leave at once (their calls in
+  // flight finish; they stop once idle). Resolves to one line per module saying what was done;
+  // a module whose change failed keeps serving as it was, and its line says why.
+  kj::Promise<std::vector<std::string>> ApplyModules(std::vector<ModuleConfig> modules);
   kj::Promise<absl::StatusOr<uint64_t>> Restart(absl::string_view module);
   absl::Status Scale(absl::string_view module, uint32_t min, uint32_t max);
   // Ends the worker `pid` as the operator asked (its call gets a 502; it is replaced).
@@ -75,6 +93,9 @@ class Supervisor : private kj::TaskSet::ErrorHandler {
     listen_ = std::move(listen);
     control_ = std::move(control);
   }
+
+  // What the server adds to every snapshot (its listener's and config reloads' counters).
+  void SetFactsSource(std::function<void(HostFacts&)> fill) { fill_facts_ = std::move(fill); }
 
   // Draining: /readyz answers 503 and new calls are refused with 503. `on_drain` (set by
   // main) performs the rest of the stop; RequestDrain calls it once.
@@ -97,11 +118,14 @@ class Supervisor : private kj::TaskSet::ErrorHandler {
   HostConfig config_;
   HelperEnv& helpers_;
   ModuleMap modules_;
+  std::vector<std::unique_ptr<ModuleRuntime>> removed_;  // stop once idle
+  uint64_t seed_;
   std::string listen_, control_;
   const std::chrono::steady_clock::time_point started_ = std::chrono::steady_clock::now();
   bool stopping_ = false;
   bool draining_ = false;
   std::function<void()> on_drain_;
+  std::function<void(HostFacts&)> fill_facts_;
   kj::TaskSet tasks_;
 };
 

@@ -148,7 +148,9 @@ void WorkerPool::OnExited(PoolMember& member, bool expected) {
   const RestartPolicy::Decision d = restart_.OnWorkerEnded(owner_.NowMs(), healthy);
   if (d.tripped) {
     owner_.Note("breaker_open", &member, restart_.Reason(owner_.NowMs()));
-    if (LiveWorkers() == 0) FailQueue(absl::UnavailableError(restart_.Reason(owner_.NowMs())));
+    if (LiveWorkers() == 0) {
+      FailQueue(Unavailable::kModuleFailed, absl::UnavailableError(restart_.Reason(owner_.NowMs())));
+    }
     return;
   }
   if (!d.restart) return;
@@ -206,11 +208,17 @@ void WorkerPool::Tick(const std::function<uint64_t(PoolMember&)>& private_bytes)
 }
 
 void WorkerPool::Scale(uint32_t min_workers, uint32_t max_workers) {
-  limits_.min_workers = min_workers;
-  limits_.max_workers = max_workers;
+  Limits limits = limits_;
+  limits.min_workers = min_workers;
+  limits.max_workers = max_workers;
+  SetLimits(limits);
+}
+
+void WorkerPool::SetLimits(const Limits& limits) {
+  limits_ = limits;
   // Above the new maximum: the idle stop now, the busy after their call.
   for (PoolMember* m : std::vector<PoolMember*>(members_)) {
-    if (LiveWorkers() <= max_workers) break;
+    if (LiveWorkers() <= limits_.max_workers) break;
     if (Current(*m) && m->CountsAsLive()) m->Retire("scaled down");
   }
   EnsureMinimum();
@@ -223,10 +231,19 @@ void WorkerPool::Reset() {
   Dispatch();
 }
 
-void WorkerPool::FailQueue(const absl::Status& why) {
+void WorkerPool::FailQueue(Unavailable cause, const absl::Status& why) {
   std::deque<PendingCall> queue = std::move(queue_);
   queue_.clear();
-  for (PendingCall& call : queue) owner_.Refuse(std::move(call), why);
+  for (PendingCall& call : queue) owner_.Refuse(std::move(call), cause, why);
+}
+
+void WorkerPool::ExpireQueued(kj::TimePoint cutoff, const absl::Status& why) {
+  // The queue is in arrival order: the expired calls are at its front.
+  while (!queue_.empty() && queue_.front().received < cutoff) {
+    PendingCall call = std::move(queue_.front());
+    queue_.pop_front();
+    owner_.Refuse(std::move(call), Unavailable::kNoWorker, why);
+  }
 }
 
 void WorkerPool::RetireAll(absl::string_view why) {

@@ -41,8 +41,8 @@ class PoolOwner {
   virtual PoolMember* Launch(uint64_t generation) = 0;
   virtual void RunAfter(int64_t delay_ms, std::function<void()> fn) = 0;
   virtual int64_t NowMs() = 0;
-  // Answers a call the pool will not serve (its queue was failed).
-  virtual void Refuse(PendingCall call, const absl::Status& why) = 0;
+  // Answers a call the pool will not serve: its queue was failed, or the call waited too long.
+  virtual void Refuse(PendingCall call, Unavailable cause, const absl::Status& why) = 0;
   // Something an operator should see: "breaker_open", "breaker_trial", "worker_scale_down",
   // "worker_recycle" (about `member`, if any), and why.
   virtual void Note(absl::string_view event, const PoolMember* member, absl::string_view why) = 0;
@@ -57,6 +57,7 @@ class WorkerPool {
     uint32_t queue_limit = 1024;
     uint64_t recycle_after_calls = 0;  // 0: never
     uint64_t max_private_bytes = 0;    // 0: no limit
+    bool operator==(const Limits&) const = default;
   };
 
   WorkerPool(Limits limits, const RestartPolicyConfig& restart, PoolOwner& owner, uint64_t seed);
@@ -88,10 +89,14 @@ class WorkerPool {
 
   // New limits (mpctl scale): workers above `max` retire, workers below `min` start.
   void Scale(uint32_t min_workers, uint32_t max_workers);
+  // Every limit at once (a config reload).
+  void SetLimits(const Limits& limits);
   // Closes the breaker and starts the minimum (mpctl restart).
   void Reset();
   // Answers every queued call with `why`.
-  void FailQueue(const absl::Status& why);
+  void FailQueue(Unavailable cause, const absl::Status& why);
+  // Answers the queued calls received before `cutoff` (no worker took them in time).
+  void ExpireQueued(kj::TimePoint cutoff, const absl::Status& why);
   // Retires every worker.
   void RetireAll(absl::string_view why);
 

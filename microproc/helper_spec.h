@@ -17,6 +17,7 @@ struct SandboxLayers {
   bool landlock = true;
   bool namespaces = true;
   bool rlimits = true;
+  bool operator==(const SandboxLayers&) const = default;
 };
 
 struct StageSpec {

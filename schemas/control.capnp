@@ -55,13 +55,30 @@ struct HostStatus {
   hostPssBytes @11 :UInt64;     # the supervisor itself
   workerPssBytes @12 :UInt64;   # all workers
   heapBytes @13 :UInt64;        # all current heap segments
+  ready @14 :Bool;              # what /readyz says
+  # Client connections (the HTTP listener).
+  connectionsOpen @15 :UInt64;
+  connectionsAccepted @16 :UInt64;
+  connectionsShed @17 :UInt64;         # idle ones closed to make room
+  connectionLimitReached @18 :UInt64;  # times maxConnections left clients in the backlog
+  acceptResourceErrors @19 :UInt64;    # accept failed for want of descriptors or memory
+  acceptOtherErrors @20 :UInt64;
+  configReloadsOk @21 :UInt64;
+  configReloadsFailed @22 :UInt64;
+  # The supervisor process (Prometheus' process_* metrics).
+  cpuSeconds @23 :Float64;
+  residentBytes @24 :UInt64;
+  virtualBytes @25 :UInt64;
+  openFds @26 :UInt64;
+  maxFds @27 :UInt64;
+  startTimeSeconds @28 :Float64;       # since the epoch
 }
 
 struct ModuleInfo {
   name @0 :Text;
   version @1 :Text;
   generation @2 :UInt64;
-  state @3 :Text;            # ready | reloading | failed
+  state @3 :Text;            # starting | serving | reloading | failed | stopping
   reason @4 :Text;           # why it failed, or why the last reload failed
   heapBytes @5 :UInt64;
   workersReady @6 :UInt32;
@@ -92,6 +109,16 @@ struct ModuleInfo {
   workerUssBytes @29 :UInt64;
   heapPssBytes @30 :UInt64;         # its heaps' share of RAM over every process mapping them
   heapPrivatizedBytes @31 :UInt64;
+  critical @32 :Bool;               # needed for /readyz
+  ready @33 :Bool;                  # serving, with a worker that can take a call
+  buildsOk @34 :UInt64;             # heap generations built (the first and every reload's)
+  buildsFailed @35 :UInt64;
+  buildBounds @36 :List(Float64);   # build duration histogram, seconds, as latency's
+  buildCounts @37 :List(UInt64);
+  buildSumSeconds @38 :Float64;
+  reloadsOk @39 :UInt64;            # generations after the first
+  reloadsFailed @40 :UInt64;
+  unavailableByCause @41 :List(CauseCount);  # 503s the host gave itself: starting | draining | module_failed | queue_full | no_worker
 }
 
 struct StatusCount {
@@ -145,4 +172,7 @@ interface Control {
   metrics @10 () -> (text :Text);  # the Prometheus text of /metrics
   # Everything above at once (status, modules, workers, heaps): what /metrics is rendered from.
   snapshot @11 () -> (snapshot :Snapshot);
+  # Re-reads the config file and applies the difference, as SIGHUP does; fails, changing
+  # nothing, if the file is invalid. One line per module, and what needs a restart.
+  reloadConfig @12 () -> (changes :List(Text));
 }

@@ -1,4 +1,5 @@
-// echo: answers with a greeting read from the sealed heap, then the request body.
+// echo: answers with a greeting read from the sealed heap, then the request body. The request
+// id the host gave the call comes back as X-Echo-Request-Id.
 //
 // The greeting is placed in the heap at build time (data file or option "greeting"), so every
 // answer proves that the worker read the heap through its shared read-only mapping.
@@ -24,6 +25,7 @@ struct Echo {
       return;
     }
     reply.AddHeader("Content-Type", "text/plain; charset=utf-8");
+    if (auto id = call.Header("X-Request-Id")) reply.AddHeader("X-Echo-Request-Id", *id);
     reply.Write(std::string_view(greeting->data(), greeting->size()));
     reply.Write("\n");
     reply.Write(call.method());

@@ -65,7 +65,12 @@ class AttackHost {
     std::ofstream(dir_ + "/mphost.json") << config;
     std::vector<std::string> args = {"--config", dir_ + "/mphost.json"};
     args.insert(args.end(), extra_args.begin(), extra_args.end());
-    host_ = std::make_unique<HostProcess>(HostOptions{args, env, uid, staged_.bin_dir()});
+    HostOptions options;
+    options.args = args;
+    options.env = env;
+    options.uid = uid;
+    options.bin_dir = staged_.bin_dir();
+    host_ = std::make_unique<HostProcess>(std::move(options));
   }
   HostProcess& host() { return *host_; }
 
@@ -128,17 +133,6 @@ int FreePort() {
   ::getsockname(fd, reinterpret_cast<sockaddr*>(&addr), &len);
   ::close(fd);
   return ntohs(addr.sin_port);
-}
-
-// Waits (bounded) until `pred` holds.
-template <typename P>
-bool Eventually(P pred, int timeout_ms = 5000) {
-  const auto deadline = Clock::now() + std::chrono::milliseconds(timeout_ms);
-  while (Clock::now() < deadline) {
-    if (pred()) return true;
-    std::this_thread::sleep_for(std::chrono::milliseconds(20));
-  }
-  return pred();
 }
 
 // ---- Constructors ----

@@ -39,6 +39,13 @@ class BadStartTest : public ::testing::Test {
   std::string dir_;
 };
 
+// A module that cannot load at all, found once the sockets are bound: exit 1, and one error
+// event naming the module and the cause.
+void ExpectStartFailed(const CommandResult& r) {
+  EXPECT_EQ(r.exit_code, 1);
+  EXPECT_THAT(r.err, HasSubstr("level=error event=start_failed"));
+}
+
 // The error is one line, prefixed "mphost: ".
 void ExpectOneLine(const CommandResult& r) {
   EXPECT_NE(r.exit_code, 0);
@@ -118,20 +125,20 @@ TEST_F(BadStartTest, PluginThatIsNotALibrary) {
   std::string fake = dir_ + "/libfake.so";
   std::ofstream(fake) << "not an ELF file";
   CommandResult r = Start(Write(ModuleJson("fake", fake)));
-  ExpectOneLine(r);
+  ExpectStartFailed(r);
   EXPECT_THAT(r.err, HasSubstr("module 'fake': cannot load plugin"));
   EXPECT_THAT(r.err, HasSubstr(fake));
 }
 
 TEST_F(BadStartTest, OtherAbiVersionIsRefusedNamingBoth) {
   CommandResult r = Start(Write(ModuleJson("abi2", MP_TEST_ABI2_MODULE)));
-  ExpectOneLine(r);
+  ExpectStartFailed(r);
   EXPECT_THAT(r.err, HasSubstr("has ABI 2, host speaks 1"));
 }
 
 TEST_F(BadStartTest, ModuleNameMustMatchThePlugin) {
   CommandResult r = Start(Write(ModuleJson("other", ModuleDir() + "/libecho.so")));
-  ExpectOneLine(r);
+  ExpectStartFailed(r);
   EXPECT_THAT(r.err, HasSubstr("declares module 'echo'"));
 }
 
@@ -145,7 +152,7 @@ TEST_F(BadStartTest, UnknownArgument) {
 TEST(CommandLineTest, FlagsTakeEitherFormAndVersionAndHelpExitZero) {
   CommandResult version = RunCommand({BinDir() + "/mphost", "--version"});
   EXPECT_EQ(version.exit_code, 0);
-  EXPECT_THAT(version.out, HasSubstr("mphost 0.1.0"));
+  EXPECT_THAT(version.out, HasSubstr("mphost 0.2.0"));
   CommandResult help = RunCommand({BinDir() + "/mphost", "--help"});
   EXPECT_EQ(help.exit_code, 0);
   EXPECT_THAT(help.out, HasSubstr("--check-config"));

@@ -8,6 +8,7 @@
 #include <stdlib.h>
 #include <grp.h>
 #include <sys/prctl.h>
+#include <sys/resource.h>
 #include <sys/socket.h>
 #include <sys/syscall.h>
 #include <sys/wait.h>
@@ -161,6 +162,90 @@ CommandResult RunCommand(const std::vector<std::string>& argv, int timeout_ms) {
   return result;
 }
 
+TempDir::TempDir() {
+  char tmpl[] = "/tmp/mphost-test-XXXXXX";
+  path_ = ::mkdtemp(tmpl);
+}
+
+TempDir::~TempDir() { std::filesystem::remove_all(path_); }
+
+std::string TempDir::Write(const std::string& name, const std::string& text) const {
+  std::string p = path_ + "/" + name;
+  std::ofstream(p) << text;
+  return p;
+}
+
+std::string Echo(const std::string& extra) {
+  return "{\"name\":\"echo\",\"plugin\":\"" + ModuleDir() + "/libecho.so\"" + extra + "}";
+}
+
+std::string Misbehave(const std::string& extra) {
+  return "{\"name\":\"misbehave\",\"plugin\":\"" + ModuleDir() + "/libmisbehave.so\"" + extra +
+         "}";
+}
+
+uint64_t JsonNumber(const std::string& json, const std::string& key) {
+  std::smatch m;
+  if (!std::regex_search(json, m, std::regex("\"" + key + "\":([0-9]+)"))) return ~0ull;
+  return std::stoull(m[1]);
+}
+
+int ListenLoopback(int* port) {
+  int fd = ::socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
+  sockaddr_in a{};
+  a.sin_family = AF_INET;
+  a.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+  socklen_t len = sizeof a;
+  if (::bind(fd, reinterpret_cast<sockaddr*>(&a), sizeof a) != 0 || ::listen(fd, 64) != 0 ||
+      ::getsockname(fd, reinterpret_cast<sockaddr*>(&a), &len) != 0) {
+    ::close(fd);
+    return -1;
+  }
+  *port = ntohs(a.sin_port);
+  return fd;
+}
+
+int ConnectLoopback(int port) {
+  int fd = ::socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
+  sockaddr_in a{};
+  a.sin_family = AF_INET;
+  a.sin_port = htons(static_cast<uint16_t>(port));
+  a.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+  if (::connect(fd, reinterpret_cast<sockaddr*>(&a), sizeof a) != 0) {
+    ::close(fd);
+    return -1;
+  }
+  return fd;
+}
+
+std::string ReadFor(int fd, int ms) {
+  std::string out;
+  char buf[8192];
+  const auto deadline = Clock::now() + std::chrono::milliseconds(ms);
+  while (Clock::now() < deadline) {
+    pollfd p{fd, POLLIN, 0};
+    if (::poll(&p, 1, 50) <= 0) continue;
+    ssize_t n = ::read(fd, buf, sizeof buf);
+    if (n <= 0) break;
+    out.append(buf, static_cast<size_t>(n));
+  }
+  return out;
+}
+
+bool ReadUntil(int fd, const std::string& needle, int ms, std::string* out) {
+  char buf[8192];
+  const auto deadline = Clock::now() + std::chrono::milliseconds(ms);
+  while (out->find(needle) == std::string::npos) {
+    if (Clock::now() >= deadline) return false;
+    pollfd p{fd, POLLIN, 0};
+    if (::poll(&p, 1, 20) <= 0) continue;
+    ssize_t n = ::read(fd, buf, sizeof buf);
+    if (n <= 0) return out->find(needle) != std::string::npos;
+    out->append(buf, static_cast<size_t>(n));
+  }
+  return true;
+}
+
 ConfiguredHost::ConfiguredHost(const std::string& prefix, const std::string& config) {
   std::string tmpl = "/tmp/" + prefix + "-XXXXXX";
   dir_ = ::mkdtemp(tmpl.data());
@@ -174,7 +259,11 @@ ConfiguredHost::~ConfiguredHost() {
 }
 
 HostProcess::HostProcess(std::vector<std::string> extra_args)
-    : HostProcess(HostOptions{std::move(extra_args), {}, 0, ""}) {}
+    : HostProcess([&] {
+        HostOptions options;
+        options.args = std::move(extra_args);
+        return options;
+      }()) {}
 
 HostProcess::HostProcess(HostOptions options) {
   char tmpl[] = "/tmp/mphost-test-XXXXXX";
@@ -192,13 +281,37 @@ HostProcess::HostProcess(HostOptions options) {
   std::vector<std::string> env_strings;
   for (char** e = environ; *e != nullptr; ++e) env_strings.emplace_back(*e);
   env_strings.insert(env_strings.end(), options.env.begin(), options.env.end());
+  const std::vector<int> activation = options.activation_fds;
+  char listen_pid[32] = "LISTEN_PID=";  // the child writes its pid in
+  if (!activation.empty()) {
+    env_strings.push_back("LISTEN_FDS=" + std::to_string(activation.size()));
+    if (!options.activation_names.empty()) env_strings.push_back("LISTEN_FDNAMES=" + options.activation_names);
+  }
   std::vector<char*> envp = ExecArgs(env_strings);
+  if (!activation.empty()) envp.insert(envp.end() - 1, listen_pid);
   const uid_t uid = options.uid;
+  const unsigned nofile = options.nofile;
   pid_ = ::fork();
   if (pid_ == 0) {
     if (drop && (::setgroups(0, nullptr) != 0 || ::setresgid(uid, uid, uid) != 0 ||
                  ::setresuid(uid, uid, uid) != 0)) {
       _exit(126);
+    }
+    if (nofile > 0) {
+      const rlimit limit{nofile, nofile};
+      if (::setrlimit(RLIMIT_NOFILE, &limit) != 0) _exit(125);
+    }
+    if (!activation.empty()) {
+      // Above every descriptor first, then down to 3, 4, ...: no dup2 overwrites a source.
+      std::vector<int> high;
+      for (int fd : activation) high.push_back(::fcntl(fd, F_DUPFD, 100));
+      for (size_t i = 0; i < high.size(); ++i) ::dup2(high[i], 3 + static_cast<int>(i));
+      char digits[16];
+      int n = 0;
+      for (pid_t p = ::getpid(); p > 0; p /= 10) digits[n++] = static_cast<char>('0' + p % 10);
+      char* out = listen_pid + 11;
+      while (n > 0) *out++ = digits[--n];
+      *out = '\0';
     }
     ::prctl(PR_SET_PDEATHSIG, SIGTERM);  // a host never outlives its test, however it ends
     ::dup2(err[1], 2);
@@ -217,16 +330,19 @@ HostProcess::HostProcess(HostOptions options) {
     }
   });
   const std::regex listening("event=listening http=127\\.0\\.0\\.1:([0-9]+)");
-  const auto deadline = Clock::now() + std::chrono::seconds(30);
+  const auto deadline = Clock::now() + std::chrono::seconds(60);
   while (MsLeft(deadline) > 0) {
     std::smatch m;
     std::string log = Log();
-    if (std::regex_search(log, m, listening)) {
+    if (std::regex_search(log, m, listening) &&
+        (!options.wait_serving || log.find("event=serving") != std::string::npos)) {
       port_ = std::stoi(m[1]);
       return;
     }
-    if (::waitpid(pid_, nullptr, WNOHANG) == pid_) {
+    int status = 0;
+    if (::waitpid(pid_, &status, WNOHANG) == pid_) {
       stopped_ = true;
+      exit_status_ = WIFEXITED(status) ? WEXITSTATUS(status) : 128 + WTERMSIG(status);
       return;
     }
     std::this_thread::sleep_for(std::chrono::milliseconds(10));
@@ -254,7 +370,7 @@ CommandResult HostProcess::Mpctl(std::vector<std::string> args) {
 }
 
 int HostProcess::Stop(int timeout_ms) {
-  if (stopped_) return -1;
+  if (stopped_) return exit_status_;
   stopped_ = true;
   ::kill(pid_, SIGTERM);
   const auto deadline = Clock::now() + std::chrono::milliseconds(timeout_ms);

@@ -15,6 +15,28 @@
 
 namespace mp::testing {
 
+// A temporary directory, removed with the object.
+class TempDir {
+ public:
+  TempDir();
+  ~TempDir();
+  TempDir(const TempDir&) = delete;
+  TempDir& operator=(const TempDir&) = delete;
+  // Writes `text` to the file `name` in it; its path.
+  std::string Write(const std::string& name, const std::string& text) const;
+  const std::string& path() const { return path_; }
+
+ private:
+  std::string path_;
+};
+
+// Config entries for the bundled echo and misbehave modules, with extra fields (",\"workers\":3").
+std::string Echo(const std::string& extra = "");
+std::string Misbehave(const std::string& extra);
+
+// The first number under `key` in JSON text (mpctl --json); ~0 if absent.
+uint64_t JsonNumber(const std::string& json, const std::string& key);
+
 // Paths baked in by CMake.
 std::string BinDir();     // build/bin: mphost, mpctl, helpers
 std::string ModuleDir();  // build/modules
@@ -29,6 +51,27 @@ struct HttpResponse {
 // connection failed.
 HttpResponse HttpRequest(int port, const std::string& method, const std::string& target,
                          const std::string& body = "", int timeout_ms = 10000);
+
+// Polls `pred` every 20 ms until it holds (true) or `timeout_ms` have passed.
+template <typename P>
+bool Eventually(P pred, int timeout_ms = 5000) {
+  const auto deadline = std::chrono::steady_clock::now() + std::chrono::milliseconds(timeout_ms);
+  while (std::chrono::steady_clock::now() < deadline) {
+    if (pred()) return true;
+    std::this_thread::sleep_for(std::chrono::milliseconds(20));
+  }
+  return pred();
+}
+
+// A listening TCP socket on 127.0.0.1 at a port the kernel chose (`*port`); -1 if it failed.
+int ListenLoopback(int* port);
+// A TCP connection to 127.0.0.1:`port`; -1 if it failed.
+int ConnectLoopback(int port);
+// What arrives on `fd` within `ms` (until the peer closes or the time is up).
+std::string ReadFor(int fd, int ms);
+// Reads from `fd` until `needle` has arrived (true) or `ms` have passed or the peer closed;
+// appends what it read to `*out`.
+bool ReadUntil(int fd, const std::string& needle, int ms, std::string* out);
 
 struct CommandResult {
   int exit_code = -1;
@@ -45,13 +88,22 @@ struct HostOptions {
   std::vector<std::string> env;   // NAME=VALUE, added to the test's environment
   uid_t uid = 0;      // run as this uid (and its gid) when the test runs as root; 0: as the test
   std::string bin_dir;  // where mphost is; empty: BinDir()
+  // Wait for "event=serving" (every module started or failed) as well as "event=listening";
+  // false: return once the sockets are bound.
+  bool wait_serving = true;
+  // Listening sockets handed over as systemd does (descriptors 3, 4, ... with LISTEN_FDS,
+  // LISTEN_PID and, if given, LISTEN_FDNAMES). The test keeps its own copies.
+  std::vector<int> activation_fds;
+  std::string activation_names;
+  // Both RLIMIT_NOFILE limits for the host; 0: inherited.
+  unsigned nofile = 0;
 };
 
 // A running mphost. The destructor stops it (SIGTERM, then SIGKILL) if the test did not.
 class HostProcess {
  public:
   // Starts `mphost --listen 127.0.0.1:0 --control <tmp>/control.sock` plus `extra_args`;
-  // waits (bounded) for its "listening" log line.
+  // waits (bounded) for its "listening" and "serving" log lines.
   explicit HostProcess(std::vector<std::string> extra_args = {});
   explicit HostProcess(HostOptions options);
   ~HostProcess();
@@ -67,7 +119,8 @@ class HostProcess {
 
   CommandResult Mpctl(std::vector<std::string> args);
 
-  // SIGTERM and wait (bounded); returns the exit status (or -1 on timeout, then SIGKILL).
+  // SIGTERM and wait (bounded); returns the exit status (or -1 on timeout, then SIGKILL). For a
+  // host that already exited (it failed to start), its exit status.
   int Stop(int timeout_ms = 15000);
 
   // Direct children of the host right now (the inits of its helpers).
@@ -92,6 +145,7 @@ class HostProcess {
   std::string log_;
   std::thread reader_;
   bool stopped_ = false;
+  int exit_status_ = -1;  // once stopped_
 };
 
 // A temporary directory holding `config` as mphost.json, and an mphost started on it; the

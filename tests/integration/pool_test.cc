@@ -18,16 +18,6 @@ using ::testing::HasSubstr;
 
 std::vector<pid_t> Workers(HostProcess& host) { return WorkerPids(host.Mpctl({"ps", "--json"}).out); }
 
-// Polls `done` every 20 ms for at most `ms`.
-template <typename F>
-bool Eventually(F done, int ms) {
-  for (int i = 0; i < ms / 20; ++i) {
-    if (done()) return true;
-    std::this_thread::sleep_for(std::chrono::milliseconds(20));
-  }
-  return done();
-}
-
 class PoolTest : public ::testing::Test {
  protected:
   void Start(const std::string& module_fields) {

@@ -23,6 +23,7 @@ const char kUsage[] =
     "  modules                  each module: version, generation, state, heap, workers, calls\n"
     "  heap [MODULE]            each heap generation: size, seals, checksum, mappers,\n"
     "                           shared (PSS) versus privatized bytes\n"
+    "  reload --config          re-read the config file and apply the difference (as SIGHUP)\n"
     "  reload [MODULE]          build a new generation (of every module if none is named) and\n"
     "                           switch to it with no failed call\n"
     "  restart MODULE           clear a failed module (crash loop) and replace its workers\n"
@@ -171,7 +172,22 @@ int Heap(control::Control::Client& ctl, kj::WaitScope& ws, const Options& opt) {
   return 0;
 }
 
+int ReloadConfig(control::Control::Client& ctl, kj::WaitScope& ws, const Options& opt) {
+  auto resp = ctl.reloadConfigRequest().send().wait(ws);
+  if (opt.json) {
+    PrintResponse(resp);
+    return 0;
+  }
+  std::printf("config reloaded\n");
+  for (auto line : resp.getChanges()) std::printf("  %s\n", line.cStr());
+  return 0;
+}
+
 int Reload(control::Control::Client& ctl, kj::WaitScope& ws, const Options& opt) {
+  if (opt.config) {
+    if (!opt.positional.empty()) return Usage("reload --config takes no MODULE");
+    return ReloadConfig(ctl, ws, opt);
+  }
   if (opt.positional.size() > 1) return Usage("reload takes at most one MODULE");
   const std::string module = opt.positional.empty() ? "" : opt.positional[0];
   auto req = ctl.reloadRequest();
@@ -329,7 +345,7 @@ const char* CommandHelp(const std::string& command) {
       {"scale", "mpctl scale MODULE --min N --max M\n  Sets the module's pool: at least N workers, up to M when calls queue.\n  e.g. mpctl scale dict --min 2 --max 8\n"},
       {"kill", "mpctl kill PID\n  Ends one worker (SIGKILL). Its call, if any, gets a 502; it is replaced.\n  e.g. mpctl kill 4242\n"},
       {"restart", "mpctl restart MODULE\n  Closes a module's crash-loop breaker and replaces all its workers (a module\n  without a working zygote is rebuilt).\n  e.g. mpctl restart dict\n"},
-      {"reload", "mpctl reload [MODULE]\n  Builds a new heap generation from the module's data files and switches to it;\n  calls in flight finish on the old one. A failed build leaves the old one serving.\n  Without MODULE, every module in turn.\n  e.g. mpctl reload dict\n"},
+      {"reload", "mpctl reload [MODULE]\n  Builds a new heap generation from the module's data files and switches to it;\n  calls in flight finish on the old one. A failed build leaves the old one serving.\n  Without MODULE, every module in turn.\n  e.g. mpctl reload dict\nmpctl reload --config\n  Re-reads the host's config file and applies the difference, as SIGHUP does: pools\n  resized, changed modules (config, plugin or data files) rebuilt, added modules started,\n  removed ones drained, routes swapped. An invalid file changes nothing and is reported.\n"},
       {"drain", "mpctl drain\n  Graceful stop: /readyz turns 503, the listener closes after drainDelayMs,\n  calls in flight finish, the host exits 0.\n  e.g. mpctl drain\n"},
       {"top", "mpctl top [--json]\n  A live view refreshed every second: modules with calls/s and p50/p99 latency,\n  workers with memory. q quits. Prints one snapshot when stdout is not a terminal,\n  as JSON with --json.\n  e.g. mpctl top\n"},
       {"metrics", "mpctl metrics [--json]\n  The Prometheus text the host exports at /metrics; with --json, the snapshot it is\n  rendered from (status, modules, workers, heaps).\n  e.g. mpctl metrics | grep mphost_calls_total\n"},

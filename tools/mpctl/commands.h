@@ -17,6 +17,7 @@ namespace mp::mpctl {
 struct Options {
   std::string control;
   bool json = false;
+  bool config = false;  // reload --config
   std::string command;
   std::vector<std::string> positional;
   std::string data;

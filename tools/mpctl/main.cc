@@ -18,6 +18,7 @@
 #include "absl/strings/str_cat.h"
 #include "host/cli.h"
 #include "host/config.h"
+#include "host/version.h"
 #include "tools/mpctl/commands.h"
 
 namespace mp::mpctl {
@@ -62,7 +63,7 @@ std::optional<int> Parse(int argc, char** argv, Options* opt) {
     };
   };
   return host::ParseCommandLine(
-      kj::MainBuilder(context, "mpctl 0.1.0", "Steers a running mphost over its control socket.",
+      kj::MainBuilder(context, kj::str("mpctl ", host::kMphostVersion), "Steers a running mphost over its control socket.",
                       kUsage)
           .addOptionWithArg({"control"}, text(&opt->control), "SOCKET",
                             "The host's control socket.")
@@ -72,6 +73,12 @@ std::optional<int> Parse(int argc, char** argv, Options* opt) {
                        return true;
                      },
                      "Machine-readable output.")
+          .addOption({"config"},
+                     [opt]() -> Validity {
+                       opt->config = true;
+                       return true;
+                     },
+                     "reload: re-read the config file and apply it, as SIGHUP does.")
           .addOptionWithArg({"data"},
                             [opt](kj::StringPtr v) -> Validity {
                               opt->data = v.cStr();

@@ -56,7 +56,7 @@ class FakeOwner final : public PoolOwner {
     delayed.push_back({now + delay_ms, std::move(fn)});
   }
   int64_t NowMs() override { return now; }
-  void Refuse(PendingCall call, const absl::Status& why) override {
+  void Refuse(PendingCall call, Unavailable, const absl::Status& why) override {
     refused.push_back(std::string(why.message()));
     call.fulfiller->fulfill(CallResult{503, {}, std::string(why.message()), 0, true});
   }
@@ -336,7 +336,7 @@ TEST_F(WorkerPoolTest, NoSequenceOfKillsPassesMaxWorkers) {
         ASSERT_LE(pool.LiveWorkers(), 3u) << "seed " << seed << " step " << step;
       }
       // Settled: no call left behind, no process above the cap.
-      pool.FailQueue(absl::CancelledError("test over"));
+      pool.FailQueue(Unavailable::kDraining, absl::CancelledError("test over"));
       for (auto& [id, w] : owner_.workers) {
         if (w->call_) w->call_->fulfiller->fulfill(CallResult{});
       }

@@ -1,4 +1,4 @@
-#include "host/head_timeout.h"
+#include "host/client_stream.h"
 
 namespace mp::host {
 namespace {
@@ -10,26 +10,37 @@ static_assert(sizeof("{\"error\":\"request head not received in time (headerTime
 
 }  // namespace
 
-void HeadTimeoutStream::Scan(const kj::byte* bytes, size_t n) {
+void ClientStream::Scan(const kj::byte* bytes, size_t n) {
   if (n == 0) return;
+  last_active_ = timer_.now();
   if (state_ == State::kBetweenRequests) {
     state_ = State::kInHead;
     deadline_ = timer_.now() + timeout_;
-    matched_ = 0;
   }
-  if (state_ != State::kInHead) return;
-  static constexpr char kEnd[] = "\r\n\r\n";
   for (size_t i = 0; i < n; ++i) {
     const char c = static_cast<char>(bytes[i]);
-    matched_ = c == kEnd[matched_] ? matched_ + 1 : (c == '\r' ? 1 : 0);
-    if (matched_ == 4) {
-      state_ = State::kAfterHead;
-      return;
-    }
+    // An empty line ends a head: "\n\n" or "\n\r\n" (which covers "\r\n\r\n").
+    const bool end = c == '\n' && (prev_ == '\n' || (prev_ == '\r' && prev2_ == '\n'));
+    prev2_ = prev_;
+    prev_ = c;
+    if (end && state_ == State::kInHead) state_ = State::kAfterHead;
   }
 }
 
-kj::Promise<size_t> HeadTimeoutStream::tryRead(void* buffer, size_t min_bytes, size_t max_bytes) {
+void ClientStream::StartResponse() {
+  last_active_ = timer_.now();
+  // A response is being written, so the server has the whole head of the request it answers;
+  // whatever is read next belongs to the next request (a head already buffered in full was
+  // seen by Scan, and KJ will not read for it).
+  if (state_ == State::kAfterHead || state_ == State::kInHead) state_ = State::kBetweenRequests;
+}
+
+kj::Promise<void> ClientStream::WriteInterim(kj::StringPtr bytes) {
+  last_active_ = timer_.now();
+  return inner_->write(bytes.begin(), bytes.size());
+}
+
+kj::Promise<size_t> ClientStream::tryRead(void* buffer, size_t min_bytes, size_t max_bytes) {
   if (state_ == State::kTimedOut) return size_t{0};
   auto read = inner_->tryRead(buffer, min_bytes, max_bytes).then([this, buffer](size_t n) {
     Scan(static_cast<const kj::byte*>(buffer), n);
@@ -38,6 +49,7 @@ kj::Promise<size_t> HeadTimeoutStream::tryRead(void* buffer, size_t min_bytes, s
   if (state_ != State::kInHead) return read;
   return read.exclusiveJoin(timer_.atTime(deadline_).then([this]() -> kj::Promise<size_t> {
     state_ = State::kTimedOut;
+    if (on_timeout_) on_timeout_();
     return inner_->write(k408, sizeof k408 - 1).then([this]() -> size_t {
       inner_->shutdownWrite();
       throw kj::Exception(kj::Exception::Type::DISCONNECTED, __FILE__, __LINE__,
@@ -46,13 +58,13 @@ kj::Promise<size_t> HeadTimeoutStream::tryRead(void* buffer, size_t min_bytes, s
   }));
 }
 
-kj::Promise<void> HeadTimeoutStream::write(const void* buffer, size_t size) {
-  if (state_ == State::kAfterHead) state_ = State::kBetweenRequests;
+kj::Promise<void> ClientStream::write(const void* buffer, size_t size) {
+  StartResponse();
   return inner_->write(buffer, size);
 }
 
-kj::Promise<void> HeadTimeoutStream::write(kj::ArrayPtr<const kj::ArrayPtr<const kj::byte>> pieces) {
-  if (state_ == State::kAfterHead) state_ = State::kBetweenRequests;
+kj::Promise<void> ClientStream::write(kj::ArrayPtr<const kj::ArrayPtr<const kj::byte>> pieces) {
+  StartResponse();
   return inner_->write(pieces);
 }
 
