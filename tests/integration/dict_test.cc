@@ -1,7 +1,13 @@
 // The dict module served by the real mphost: its routes, its errors, the synthetic words, and
 // a reload that picks up a changed word list.
+#include <signal.h>
+
+#include <atomic>
 #include <fstream>
+#include <random>
 #include <regex>
+#include <thread>
+#include <vector>
 
 #include "gmock/gmock.h"
 #include "gtest/gtest.h"
@@ -83,6 +89,38 @@ TEST_F(DictTest, MissingWordListIsRefusedNamingIt) {
                                 "127.0.0.1:0", "--control", dir_ + "/c.sock"});
   EXPECT_NE(r.exit_code, 0);
   EXPECT_THAT(r.err, HasSubstr("module 'dict': data file 'words' (" + dir_ + "/absent)"));
+}
+
+// The chaos run of issue 13: four dict workers, ten SIGKILLs in two seconds under load. The
+// killed workers answered calls before, so each is replaced at once and the crash-loop breaker
+// never opens: dict keeps serving, and only the calls in flight on a killed worker fail.
+TEST_F(DictTest, TenKillsInTwoSecondsUnderLoadKeepItServing) {
+  Start(",\"workers\":4,\"maxWorkers\":4");
+  std::atomic<bool> stop{false};
+  std::atomic<int> ok{0}, failed{0};
+  std::vector<std::thread> load;
+  for (int i = 0; i < 6; ++i) {
+    load.emplace_back([&] {
+      while (!stop) ++(Get("/m/dict/prefix?q=ap").status == 200 ? ok : failed);
+    });
+  }
+  std::mt19937 rng(7);
+  int kills = 0;
+  for (int round = 0; round < 10; ++round) {
+    std::this_thread::sleep_for(std::chrono::milliseconds(200));
+    const std::vector<pid_t> live = WorkerPids(host_->Mpctl({"ps", "--json"}).out, "dict");
+    if (!live.empty() && host_->SignalDescendant(live[rng() % live.size()], SIGKILL)) ++kills;
+  }
+  std::this_thread::sleep_for(std::chrono::milliseconds(500));
+  stop = true;
+  for (auto& t : load) t.join();
+  EXPECT_GE(kills, 8);
+  EXPECT_LE(failed.load(), kills) << ok << " ok";
+  EXPECT_GT(ok.load(), 100);
+  const std::string modules = host_->Mpctl({"modules", "--json"}).out;
+  EXPECT_THAT(modules, HasSubstr("\"state\":\"serving\""));
+  EXPECT_THAT(modules, HasSubstr("\"breaker\":\"closed\""));
+  EXPECT_EQ(Get("/m/dict/prefix?q=ap").status, 200);
 }
 
 }  // namespace

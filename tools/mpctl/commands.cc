@@ -95,12 +95,22 @@ int Status(control::Control::Client& ctl, kj::WaitScope& ws, const Options& opt)
               static_cast<unsigned long long>(up / 3600 % 24),
               static_cast<unsigned long long>(up / 60 % 60), static_cast<unsigned long long>(up % 60),
               s.getDraining() ? ", DRAINING" : "");
+  std::printf("ready     %s\n", s.getReady() ? "yes" : "no (see /readyz)");
   std::printf("http      %s\ncontrol   %s\n", s.getListen().cStr(), s.getControl().cStr());
+  std::printf("clients   %llu open, %llu accepted, %llu shed\n",
+              static_cast<unsigned long long>(s.getConnectionsOpen()),
+              static_cast<unsigned long long>(s.getConnectionsAccepted()),
+              static_cast<unsigned long long>(s.getConnectionsShed()));
   std::printf("modules   %u (%u failed)\nworkers   %u (%u busy)\ncalls     %llu\n", s.getModules(),
               s.getModulesFailed(), s.getWorkers(), s.getWorkersBusy(),
               static_cast<unsigned long long>(s.getCalls()));
   std::printf("memory    host PSS %s, workers PSS %s, heaps %s\n", Size(s.getHostPssBytes()).c_str(),
               Size(s.getWorkerPssBytes()).c_str(), Size(s.getHeapBytes()).c_str());
+  std::printf("fds       %llu of %llu\nreloads   %llu config reloads, %llu failed\n",
+              static_cast<unsigned long long>(s.getOpenFds()),
+              static_cast<unsigned long long>(s.getMaxFds()),
+              static_cast<unsigned long long>(s.getConfigReloadsOk()),
+              static_cast<unsigned long long>(s.getConfigReloadsFailed()));
   return 0;
 }
 
