@@ -18,15 +18,6 @@
 
 namespace mp::host {
 
-namespace {
-
-absl::StatusOr<UniqueFd> OpenLogFile(const std::string& file) {
-  UniqueFd fd(::open(file.c_str(), O_WRONLY | O_APPEND | O_CREAT | O_CLOEXEC, 0640));
-  if (!fd) return absl::InternalError(absl::StrCat("access log ", file, ": ", strerror(errno)));
-  return fd;
-}
-
-}  // namespace
 
 absl::Status AccessLog::Configure(bool enabled, std::string file,
                                   std::vector<std::string> trusted_proxies) {
@@ -40,7 +31,7 @@ absl::Status AccessLog::Configure(bool enabled, std::string file,
   if (!file.empty()) {
     auto opened = OpenLogFile(file);
     if (!opened.ok()) return opened.status();
-    fd = *std::move(opened);
+    fd.reset(*opened);
   }
   enabled_ = enabled || !file.empty();
   file_ = std::move(file);
@@ -53,7 +44,7 @@ absl::Status AccessLog::Reopen() {
   if (file_.empty()) return absl::OkStatus();
   auto opened = OpenLogFile(file_);
   if (!opened.ok()) return opened.status();
-  fd_ = *std::move(opened);
+  fd_.reset(*opened);
   return absl::OkStatus();
 }
 

@@ -1,14 +1,26 @@
 #include "host/client_stream.h"
 
+#include <time.h>
+
 namespace mp::host {
 namespace {
 
-constexpr char k408[] =
-    "HTTP/1.1 408 Request Timeout\r\nConnection: close\r\nContent-Type: application/json\r\n"
-    "Content-Length: 63\r\n\r\n{\"error\":\"request head not received in time (headerTimeoutMs)\"}";
-static_assert(sizeof("{\"error\":\"request head not received in time (headerTimeoutMs)\"}") - 1 == 63);
+constexpr char k408Body[] = "{\"error\":\"request head not received in time (headerTimeoutMs)\"}";
 
 }  // namespace
+
+std::string HttpDate() {
+  thread_local time_t cached_second = -1;
+  thread_local char cached[40];
+  const time_t now = ::time(nullptr);
+  if (now != cached_second) {
+    tm utc;
+    ::gmtime_r(&now, &utc);
+    ::strftime(cached, sizeof cached, "%a, %d %b %Y %H:%M:%S GMT", &utc);
+    cached_second = now;
+  }
+  return cached;
+}
 
 void ClientStream::Scan(const kj::byte* bytes, size_t n) {
   if (n == 0) return;
@@ -50,7 +62,11 @@ kj::Promise<size_t> ClientStream::tryRead(void* buffer, size_t min_bytes, size_t
   return read.exclusiveJoin(timer_.atTime(deadline_).then([this]() -> kj::Promise<size_t> {
     state_ = State::kTimedOut;
     if (on_timeout_) on_timeout_();
-    return inner_->write(k408, sizeof k408 - 1).then([this]() -> size_t {
+    timeout_response_ = kj::str("HTTP/1.1 408 Request Timeout\r\nConnection: close\r\nDate: ",
+                                HttpDate().c_str(),
+                                "\r\nContent-Type: application/json\r\nContent-Length: ",
+                                sizeof k408Body - 1, "\r\n\r\n", k408Body);
+    return inner_->write(timeout_response_.begin(), timeout_response_.size()).then([this]() -> size_t {
       inner_->shutdownWrite();
       throw kj::Exception(kj::Exception::Type::DISCONNECTED, __FILE__, __LINE__,
                           kj::str("request head timeout"));

@@ -79,6 +79,10 @@ class ClientStream final : public kj::AsyncIoStream {
   // The last two bytes read, whatever the state: a head's end can straddle two reads, and a
   // pipelined request's head can begin in a read that ended the previous one.
   char prev_ = 0, prev2_ = 0;
+  kj::String timeout_response_;  // the 408, while it is written
 };
+
+// The value of a Date header for now: "Sun, 06 Nov 1994 08:49:37 GMT" (RFC 9110 §5.6.7).
+std::string HttpDate();
 
 }  // namespace mp::host

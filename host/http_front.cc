@@ -105,21 +105,10 @@ void FrontDoor::Reconfigure(FrontDoorLimits limits, std::vector<Route> routes) {
   routes_ = std::move(routes);
 }
 
-std::string FrontDoor::HttpDate() {
-  thread_local time_t cached_second = -1;
-  thread_local char cached[40];
-  const time_t now = ::time(nullptr);
-  if (now != cached_second) {
-    tm utc;
-    ::gmtime_r(&now, &utc);
-    ::strftime(cached, sizeof cached, "%a, %d %b %Y %H:%M:%S GMT", &utc);
-    cached_second = now;
-  }
-  return cached;
-}
-
-void FrontDoor::LogRejection(const std::string& peer, uint16_t status, absl::string_view cause) {
+void FrontDoor::LogRejection(const std::string& peer, uint16_t status, absl::string_view cause,
+                             const std::string& request_id) {
   AccessRecord record;
+  record.request_id = request_id;
   record.client = peer;
   record.peer = peer;
   record.status = status;
@@ -344,11 +333,12 @@ const char* HttpStatusText(uint16_t status) {
 namespace {
 
 kj::Promise<void> SendJsonError(const kj::HttpHeaderTable& table, kj::HttpService::Response& response,
-                                uint16_t status, absl::string_view message,
-                                const char* allow = nullptr) {
+                                uint16_t status, const std::string& request_id,
+                                absl::string_view message, const char* allow = nullptr) {
   kj::HttpHeaders headers(table);
   headers.set(kj::HttpHeaderId::CONTENT_TYPE, "application/json");
-  headers.set(kj::HttpHeaderId::DATE, kj::str(FrontDoor::HttpDate().c_str()));
+  headers.set(kj::HttpHeaderId::DATE, kj::str(HttpDate().c_str()));
+  headers.add("X-Request-Id", kj::str(request_id.c_str()));
   if (allow != nullptr) headers.add("Allow", allow);
   headers.set(kj::HttpHeaderId::CONNECTION, "close");
   std::string body = JsonError(message);
@@ -369,15 +359,16 @@ bool HeadersTooLarge(absl::string_view what) {
 kj::Promise<void> FrontDoorErrors::handleClientProtocolError(kj::HttpHeaders::ProtocolError error,
                                                              kj::HttpService::Response& response) {
   const std::string what(error.description.cStr());
+  const std::string id = NewRequestId();
   if (error.statusCode == 501) {  // a method KJ does not know: a client error here
-    front_.LogRejection("", 405, "unknown_method");
-    return SendJsonError(front_.table(), response, 405, absl::StrCat("bad request: ", what),
+    front_.LogRejection("", 405, "unknown_method", id);
+    return SendJsonError(front_.table(), response, 405, id, absl::StrCat("bad request: ", what),
                          "GET, HEAD, POST, PUT, DELETE, PATCH, OPTIONS");
   }
   const bool too_large = HeadersTooLarge(what);
   const uint16_t status = too_large ? 431 : error.statusCode;
-  front_.LogRejection("", status, too_large ? "headers_too_large" : "bad_request");
-  return SendJsonError(front_.table(), response, status,
+  front_.LogRejection("", status, too_large ? "headers_too_large" : "bad_request", id);
+  return SendJsonError(front_.table(), response, status, id,
                        absl::StrCat("bad request: ", too_large ? "headers too large: " : "", what));
 }
 
@@ -385,14 +376,16 @@ kj::Promise<void> FrontDoorErrors::handleApplicationError(
     kj::Exception exception, kj::Maybe<kj::HttpService::Response&> response) {
   const std::string what(exception.getDescription().cStr());
   KJ_IF_MAYBE(r, response) {
+    const std::string id = NewRequestId();
     if (HeadersTooLarge(what)) {
-      front_.LogRejection("", 431, "headers_too_large");
-      return SendJsonError(front_.table(), *r, 431, absl::StrCat("request headers too large: ", what));
+      front_.LogRejection("", 431, "headers_too_large", id);
+      return SendJsonError(front_.table(), *r, 431, id,
+                           absl::StrCat("request headers too large: ", what));
     }
     if (exception.getType() == kj::Exception::Type::DISCONNECTED) return kj::READY_NOW;
-    front_.LogRejection("", 500, "internal_error");
-    LogEvent(LogLevel::kError, "http_internal_error", {{"what", what}});
-    return SendJsonError(front_.table(), *r, 500, absl::StrCat("internal error: ", what));
+    front_.LogRejection("", 500, "internal_error", id);
+    LogEvent(LogLevel::kError, "http_internal_error", {{"what", what}, {"request_id", id}});
+    return SendJsonError(front_.table(), *r, 500, id, absl::StrCat("internal error: ", what));
   }
   return kj::READY_NOW;
 }

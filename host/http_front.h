@@ -43,10 +43,8 @@ class FrontDoor {
 
   // For the answers written outside a request (a head timeout's 408, a request that does not
   // parse): their access log line.
-  void LogRejection(const std::string& peer, uint16_t status, absl::string_view cause);
-
-  // The value of a Date header for now: "Sun, 06 Nov 1994 08:49:37 GMT" (RFC 9110 §5.6.7).
-  static std::string HttpDate();
+  void LogRejection(const std::string& peer, uint16_t status, absl::string_view cause,
+                    const std::string& request_id = "");
 
  private:
   class Connection;

@@ -100,14 +100,25 @@ void LogEvent(LogLevel level, absl::string_view event, std::initializer_list<Log
   (void)unused;
 }
 
-absl::Status RedirectLogTo(const std::string& path) {
+absl::StatusOr<int> OpenLogFile(const std::string& path) {
   const int fd = ::open(path.c_str(), O_WRONLY | O_APPEND | O_CREAT | O_CLOEXEC, 0640);
   if (fd < 0) return absl::InternalError(absl::StrCat("log file ", path, ": ", strerror(errno)));
-  const int rc = ::dup2(fd, 2);  // atomic: a write never finds fd 2 closed
-  const int err = errno;
-  ::close(fd);
-  if (rc < 0) return absl::InternalError(absl::StrCat("log file ", path, ": dup2: ", strerror(err)));
+  return fd;
+}
+
+absl::Status UseLogFile(int fd, const std::string& path) {
+  if (::dup2(fd, 2) < 0) {  // atomic: a write never finds fd 2 closed
+    return absl::InternalError(absl::StrCat("log file ", path, ": dup2: ", strerror(errno)));
+  }
   return absl::OkStatus();
+}
+
+absl::Status RedirectLogTo(const std::string& path) {
+  auto fd = OpenLogFile(path);
+  if (!fd.ok()) return fd.status();
+  absl::Status s = UseLogFile(*fd, path);
+  ::close(*fd);
+  return s;
 }
 
 }  // namespace mp::host

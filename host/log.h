@@ -9,6 +9,7 @@
 #include <utility>
 
 #include "absl/status/status.h"
+#include "absl/status/statusor.h"
 #include "absl/strings/string_view.h"
 
 namespace mp::host {
@@ -28,6 +29,10 @@ std::string FormatEvent(LogLevel level, absl::string_view event,
 // Host events go to `path` from now on (appending; created 0640), in place of stderr: the file
 // takes over descriptor 2. Called again (SIGUSR1), it reopens the path, for logrotate.
 absl::Status RedirectLogTo(const std::string& path);
+// The two halves of RedirectLogTo: open `path` (nothing changes yet), then make the descriptor
+// the log (it takes over descriptor 2; `fd` stays the caller's to close).
+absl::StatusOr<int> OpenLogFile(const std::string& path);
+absl::Status UseLogFile(int fd, const std::string& path);
 
 // `v` as it appears in a log line: bare if it is non-empty printable ASCII without spaces,
 // quotes, backslashes or '='; otherwise in double quotes, with '"' and '\' escaped, \n, \r and

@@ -6,6 +6,7 @@
 #include <chrono>
 
 #include "absl/strings/str_cat.h"
+#include "absl/strings/str_join.h"
 #include "absl/strings/strip.h"
 #include "host/accounting.h"
 #include "host/call_codec.h"
@@ -68,6 +69,9 @@ ModuleConfig WithPoolOf(ModuleConfig c, const ModuleConfig& from) {
   c.recycle_after_calls = from.recycle_after_calls;
   c.max_private_bytes = from.max_private_bytes;
   c.critical = from.critical;
+  c.max_restarts = from.max_restarts;
+  c.restart_window_ms = from.restart_window_ms;
+  c.breaker_max_cooldown_ms = from.breaker_max_cooldown_ms;
   return c;
 }
 
@@ -441,15 +445,22 @@ kj::Promise<absl::StatusOr<uint64_t>> ModuleRuntime::Reload() {
 
 kj::Promise<absl::StatusOr<std::string>> ModuleRuntime::Reconfigure(const ModuleConfig& next) {
   using Result = absl::StatusOr<std::string>;
-  std::string done;
+  std::vector<std::string> applied;
   const WorkerPool::Limits limits = PoolLimits(next);
-  if (!(limits == pool_.limits()) || next.critical != config_.critical) {
-    done = absl::StrCat("pool ", config_.workers, "-", config_.max_workers, " -> ", next.workers,
-                        "-", next.max_workers);
-    ModuleConfig pooled = WithPoolOf(config_, next);
-    config_ = std::move(pooled);
+  if (!(limits == pool_.limits())) {
+    applied.push_back(absl::StrCat("pool ", config_.workers, "-", config_.max_workers, " -> ",
+                                   next.workers, "-", next.max_workers));
     pool_.SetLimits(limits);
   }
+  if (!(RestartConfig(next) == pool_.restart_policy().config())) {
+    applied.push_back("restart policy");
+    pool_.SetRestartConfig(RestartConfig(next));
+  }
+  if (next.critical != config_.critical) {
+    applied.push_back(next.critical ? "critical" : "not critical");
+  }
+  config_ = WithPoolOf(config_, next);
+  const std::string done = absl::StrJoin(applied, ", ");
   const bool changed = !(WithPoolOf(next, config_) == config_);
   const bool files_changed = generation_ && Fingerprint(next) != generation_->fingerprint();
   if (!changed && !files_changed && generation_ && !build_failed_) {
@@ -464,7 +475,10 @@ kj::Promise<absl::StatusOr<std::string>> ModuleRuntime::Reconfigure(const Module
                            absl::StatusOr<uint64_t> r) mutable -> Result {
     if (!r.ok()) {
       if (!stopping_) config_ = WithPoolOf(std::move(previous), config_);
-      return r.status();
+      return absl::Status(r.status().code(),
+                          absl::StrCat(done.empty() ? "" : absl::StrCat(done, "; "),
+                                       "no new generation, the current one serves on: ",
+                                       r.status().message()));
     }
     return absl::StrCat(done.empty() ? "" : absl::StrCat(done, ", "), "generation ", *r);
   });

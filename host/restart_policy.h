@@ -28,6 +28,7 @@ struct RestartPolicyConfig {
   uint32_t backoff_max_ms = 2000;
   uint32_t cooldown_ms = 1000;
   uint32_t cooldown_max_ms = 60000;
+  bool operator==(const RestartPolicyConfig&) const = default;
 };
 
 class RestartPolicy {
@@ -52,6 +53,10 @@ class RestartPolicy {
   void OnTrialStarted();
   // Closes the breaker and forgets every end (mpctl restart).
   void Reset();
+  // New limits (a config reload); the breaker keeps its state, and a cooldown under way keeps
+  // its due time.
+  void SetConfig(const RestartPolicyConfig& config) { config_ = config; }
+  const RestartPolicyConfig& config() const { return config_; }
 
   Breaker breaker() const { return breaker_; }
   // When the next trial is due (only while open).

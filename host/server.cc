@@ -252,10 +252,15 @@ kj::Promise<absl::StatusOr<std::vector<std::string>>> Server::ReloadConfig(const
     notifier_.Notify(absl::StrCat("READY=1\nSTATUS=config reload failed: ", s.message()));
     return Result(std::move(s));
   };
-  if (stopping_) return Result(absl::UnavailableError("the host is stopping"));
-  if (reloading_) return Result(absl::FailedPreconditionError("a config reload is already running"));
+  // Refused, not failed: nothing was read. Logged, since a signal has no one to answer.
+  auto refused = [trigger](absl::Status s) {
+    LogEvent(LogLevel::kWarn, "config_reload_refused", {{"trigger", trigger}, {"why", s.message()}});
+    return Result(std::move(s));
+  };
+  if (stopping_) return refused(absl::UnavailableError("the host is stopping"));
+  if (reloading_) return refused(absl::FailedPreconditionError("a config reload is already running"));
   if (!started_) {
-    return Result(absl::UnavailableError("the modules are still starting; reload once they serve"));
+    return refused(absl::UnavailableError("the modules are still starting; reload once they serve"));
   }
   LogEvent("config_reload", {{"trigger", trigger},
                              {"file", options_.config_path.empty() ? "(bundled modules)"
@@ -268,13 +273,22 @@ kj::Promise<absl::StatusOr<std::vector<std::string>>> Server::ReloadConfig(const
   if (!loaded.ok()) return refuse(loaded.status());
   HostConfig next = *std::move(loaded);
   ApplyOverrides(&next);
-  // What could fail comes first, so that a failure changes nothing.
+  // What could fail comes first, so that a failure changes nothing: the new log file is
+  // opened (not yet used), then the access log reconfigured (all or nothing).
+  UniqueFd new_log;
+  if (next.log_file != config_.log_file && !next.log_file.empty()) {
+    auto opened = OpenLogFile(next.log_file);
+    if (!opened.ok()) return refuse(opened.status());
+    new_log.reset(*opened);
+  }
   if (auto s = access_log_.Configure(next.access_log, next.access_log_file, next.trusted_proxies);
       !s.ok()) {
     return refuse(s);
   }
-  if (next.log_file != config_.log_file && !next.log_file.empty()) {
-    if (auto s = RedirectLogTo(next.log_file); !s.ok()) return refuse(s);
+  if (new_log) {
+    if (auto s = UseLogFile(new_log.get(), next.log_file); !s.ok()) {
+      LogEvent(LogLevel::kError, "log_reopen_failed", {{"error", s.message()}});
+    }
   }
   std::vector<std::string> changes;
   auto needs_restart = [&](const char* field, const std::string& now, const std::string& wanted) {

@@ -2,6 +2,8 @@
 
 #include <unistd.h>
 
+#include <kj/vector.h>
+
 #include <set>
 
 #include "absl/strings/str_cat.h"
@@ -140,14 +142,14 @@ void Supervisor::ReloadAll() {
 }
 
 kj::Promise<std::vector<std::string>> Supervisor::ApplyModules(std::vector<ModuleConfig> modules) {
-  auto steps = kj::heapArrayBuilder<kj::Promise<std::string>>(modules.size() + modules_.size());
+  kj::Vector<kj::Promise<std::string>> steps;
   std::set<std::string> wanted;
   for (ModuleConfig& mc : modules) {
     wanted.insert(mc.name);
     const std::string name = mc.name;
     if (auto it = modules_.find(name); it != modules_.end()) {
       steps.add(it->second->Reconfigure(mc).then([name](absl::StatusOr<std::string> r) {
-        return absl::StrCat(name, ": ", r.ok() ? *r : absl::StrCat("unchanged, ", r.status().message()));
+        return absl::StrCat(name, ": ", r.ok() ? *r : r.status().message());
       }));
       continue;
     }
@@ -170,7 +172,7 @@ kj::Promise<std::vector<std::string>> Supervisor::ApplyModules(std::vector<Modul
     it = modules_.erase(it);
   }
   config_.modules = std::move(modules);
-  return kj::joinPromises(steps.finish()).then([](kj::Array<std::string> lines) {
+  return kj::joinPromises(steps.releaseAsArray()).then([](kj::Array<std::string> lines) {
     return std::vector<std::string>(lines.begin(), lines.end());
   });
 }

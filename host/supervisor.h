@@ -97,8 +97,9 @@ class Supervisor : private kj::TaskSet::ErrorHandler {
   // What the server adds to every snapshot (its listener's and config reloads' counters).
   void SetFactsSource(std::function<void(HostFacts&)> fill) { fill_facts_ = std::move(fill); }
 
-  // Draining: /readyz answers 503 and new calls are refused with 503. `on_drain` (set by
-  // main) performs the rest of the stop; RequestDrain calls it once.
+  // Draining: /readyz answers 503 so that load balancers stop sending; calls are still served
+  // until the server stops the workers (server.h). `on_drain` (set by the server) performs the
+  // rest of the stop; RequestDrain calls it once.
   void SetDrainHandler(std::function<void()> on_drain) { on_drain_ = std::move(on_drain); }
   void RequestDrain();
   bool draining() const { return draining_; }

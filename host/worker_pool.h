@@ -91,6 +91,7 @@ class WorkerPool {
   void Scale(uint32_t min_workers, uint32_t max_workers);
   // Every limit at once (a config reload).
   void SetLimits(const Limits& limits);
+  void SetRestartConfig(const RestartPolicyConfig& config) { restart_.SetConfig(config); }
   // Closes the breaker and starts the minimum (mpctl restart).
   void Reset();
   // Answers every queued call with `why`.
