@@ -217,7 +217,7 @@ class Parser {
       if (!Consume(":")) return Error(absl::StrCat("expected ':' after \"", key, "\""));
       JsonNode value;
       if (auto s = Value(&value, depth + 1); !s.ok()) return s;
-      node->members.emplace_back(std::move(key), std::move(value));
+      node->members.push_back(JsonMember{std::move(key), std::move(value)});
       SkipSpace();
       if (Consume("}")) return absl::OkStatus();
       if (!Consume(",")) return Error("expected ',' or '}' in an object");

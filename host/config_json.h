@@ -19,6 +19,8 @@
 
 namespace mp::host {
 
+struct JsonMember;
+
 struct JsonNode {
   enum class Kind { kNull, kBool, kNumber, kString, kArray, kObject };
   Kind kind = Kind::kNull;
@@ -27,7 +29,14 @@ struct JsonNode {
   double number = 0;
   std::string text;          // kString; kNumber: the literal as written
   std::vector<JsonNode> items;                            // kArray
-  std::vector<std::pair<std::string, JsonNode>> members;  // kObject, in file order
+  std::vector<JsonMember> members;  // kObject, in file order
+};
+
+// One "key": value of an object. (Not a std::pair: a pair of an incomplete JsonNode is not
+// allowed, and clang's libstdc++ checks say so.)
+struct JsonMember {
+  std::string key;
+  JsonNode value;
 };
 
 // Parses `text` (RFC 8259, nesting at most 32 deep). Refuses trailing data and duplicate keys,

@@ -18,7 +18,7 @@
 
 namespace mp::host {
 
-class ControlServer : private kj::TaskSet::ErrorHandler {
+class ControlServer final : private kj::TaskSet::ErrorHandler {
  public:
   // A config reload (mpctl reload --config): one line per change, or why nothing changed.
   using ConfigReloader = std::function<kj::Promise<absl::StatusOr<std::vector<std::string>>>()>;

@@ -25,8 +25,7 @@ bool IsBuildFailure(const absl::Status& s) {
 }  // namespace
 
 Supervisor::Supervisor(kj::AsyncIoContext& io, HostConfig config, HelperEnv& helpers)
-    : io_(io),
-      timer_(io.provider->getTimer()),
+    : timer_(io.provider->getTimer()),
       config_(std::move(config)),
       helpers_(helpers),
       seed_(static_cast<uint64_t>(::getpid())),

@@ -45,7 +45,7 @@ struct ReadinessReport {
   std::vector<ModuleReadiness> modules;
 };
 
-class Supervisor : private kj::TaskSet::ErrorHandler {
+class Supervisor final : private kj::TaskSet::ErrorHandler {
  public:
   // `helpers` (launcher, module output, reaper) must outlive the supervisor.
   Supervisor(kj::AsyncIoContext& io, HostConfig config, HelperEnv& helpers);
@@ -114,7 +114,6 @@ class Supervisor : private kj::TaskSet::ErrorHandler {
   kj::Promise<void> MaintenanceLoop();
   void taskFailed(kj::Exception&& exception) override;
 
-  kj::AsyncIoContext& io_;
   kj::Timer& timer_;
   HostConfig config_;
   HelperEnv& helpers_;

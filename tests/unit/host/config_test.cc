@@ -106,9 +106,9 @@ TEST(JsonTest, ParsesEscapesAndKeepsOrder) {
   auto n = ParseJson("{\"b\": \"\\u00e9\\n\", \"a\": [true, null, -1.5e2]}");
   ASSERT_TRUE(n.ok()) << n.status();
   ASSERT_EQ(n->members.size(), 2u);
-  EXPECT_EQ(n->members[0].first, "b");
-  EXPECT_EQ(n->members[0].second.text, "\xc3\xa9\n");
-  EXPECT_EQ(n->members[1].second.items[2].number, -150);
+  EXPECT_EQ(n->members[0].key, "b");
+  EXPECT_EQ(n->members[0].value.text, "\xc3\xa9\n");
+  EXPECT_EQ(n->members[1].value.items[2].number, -150);
 }
 
 TEST(NetAddressTest, CidrsContainWhatTheyShould) {
