@@ -4,6 +4,7 @@
 #include <fcntl.h>
 #include <netinet/in.h>
 #include <sys/random.h>
+#include <time.h>
 #include <unistd.h>
 
 #include <cerrno>
@@ -93,9 +94,23 @@ std::string AddressText(const sockaddr* addr, socklen_t length) {
 }
 
 std::string NewRequestId() {
-  uint64_t bits = 0;
-  if (::getrandom(&bits, sizeof bits, 0) != sizeof bits) bits = static_cast<uint64_t>(::getpid()) ^ 0x9e3779b97f4a7c15ull;
-  return absl::StrFormat("%016x", bits);
+  // SplitMix64 over a counter from a random start: unique within the process, different in
+  // every process, and no syscall per request. Not a secret: ids only tell requests apart.
+  thread_local uint64_t state = [] {
+    uint64_t seed = 0;
+    if (::getrandom(&seed, sizeof seed, 0) != sizeof seed) {
+      seed = static_cast<uint64_t>(::getpid()) * 0x9e3779b97f4a7c15ull ^ static_cast<uint64_t>(::time(nullptr));
+    }
+    return seed;
+  }();
+  uint64_t z = (state += 0x9e3779b97f4a7c15ull);
+  z = (z ^ (z >> 30)) * 0xbf58476d1ce4e5b9ull;
+  z = (z ^ (z >> 27)) * 0x94d049bb133111ebull;
+  z ^= z >> 31;
+  static constexpr char kHex[] = "0123456789abcdef";
+  std::string out(16, '0');
+  for (int i = 15; i >= 0; --i, z >>= 4) out[static_cast<size_t>(i)] = kHex[z & 15];
+  return out;
 }
 
 bool UsableRequestId(absl::string_view id) {

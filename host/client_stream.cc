@@ -2,6 +2,8 @@
 
 #include <time.h>
 
+#include <ctime>
+
 namespace mp::host {
 namespace {
 
@@ -74,14 +76,56 @@ kj::Promise<size_t> ClientStream::tryRead(void* buffer, size_t min_bytes, size_t
   }));
 }
 
+kj::Promise<void> ClientStream::FlushHeldHead() {
+  if (held_head_.size() == 0) return kj::READY_NOW;
+  auto head = kj::mv(held_head_);
+  auto write = inner_->write(head.begin(), head.size()).attach(kj::mv(head)).fork();
+  flushing_ = write.addBranch().then([this]() { flushing_ = nullptr; }).fork();
+  return write.addBranch();
+}
+
+kj::Promise<void> ClientStream::WriteAfterFlush(kj::Function<kj::Promise<void>()> write) {
+  KJ_IF_MAYBE(f, flushing_) {
+    return f->addBranch().then([write = kj::mv(write)]() mutable { return write(); });
+  }
+  return write();
+}
+
 kj::Promise<void> ClientStream::write(const void* buffer, size_t size) {
   StartResponse();
-  return inner_->write(buffer, size);
+  const auto* bytes = static_cast<const kj::byte*>(buffer);
+  if (expect_body_ && held_head_.size() == 0 && size > 5 &&
+      kj::StringPtr(reinterpret_cast<const char*>(bytes), 5) == "HTTP/") {
+    expect_body_ = false;
+    held_head_ = kj::heapArray<kj::byte>(bytes, size);
+    // Should the body not follow within this turn, the head goes alone.
+    head_timer_ = kj::evalLast([this]() { return FlushHeldHead(); }).eagerlyEvaluate(nullptr);
+    return kj::READY_NOW;
+  }
+  if (held_head_.size() > 0) {
+    auto head = kj::mv(held_head_);
+    auto pieces = kj::heapArray<kj::ArrayPtr<const kj::byte>>(2);
+    pieces[0] = head.asPtr();
+    pieces[1] = kj::arrayPtr(bytes, size);
+    auto both = inner_->write(pieces);
+    head_timer_ = nullptr;
+    return both.attach(kj::mv(head), kj::mv(pieces));
+  }
+  return WriteAfterFlush([this, buffer, size]() { return inner_->write(buffer, size); });
 }
 
 kj::Promise<void> ClientStream::write(kj::ArrayPtr<const kj::ArrayPtr<const kj::byte>> pieces) {
   StartResponse();
-  return inner_->write(pieces);
+  if (held_head_.size() > 0) {
+    auto head = kj::mv(held_head_);
+    auto all = kj::heapArray<kj::ArrayPtr<const kj::byte>>(pieces.size() + 1);
+    all[0] = head.asPtr();
+    for (size_t i = 0; i < pieces.size(); ++i) all[i + 1] = pieces[i];
+    auto write = inner_->write(all);
+    head_timer_ = nullptr;
+    return write.attach(kj::mv(head), kj::mv(all));
+  }
+  return WriteAfterFlush([this, pieces]() { return inner_->write(pieces); });
 }
 
 }  // namespace mp::host

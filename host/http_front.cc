@@ -19,7 +19,7 @@ namespace mp::host {
 namespace {
 
 constexpr size_t kLoggedTargetBytes = 1024;  // a longer target is cut in the access log
-constexpr size_t kBodyChunk = 64 << 10;
+constexpr uint64_t kBodyChunk = 64 << 10;
 
 CallResult Plain(uint16_t status, std::string body, const char* type = "text/plain; charset=utf-8") {
   CallResult r;
@@ -38,17 +38,21 @@ absl::string_view View(kj::StringPtr s) { return absl::string_view(s.cStr(), s.s
 
 enum class BodyRead { kComplete, kTooLarge, kTimedOut };
 
-// Appends the request body to `*out`, up to `max` bytes (kTooLarge past it).
-kj::Promise<BodyRead> ReadBody(kj::AsyncInputStream& in, std::string* out, uint64_t max) {
+// Appends the request body to `*out`, up to `max` bytes (kTooLarge past it). Reads what
+// `expected` announces at once (one byte more, to see the end), else in chunks that double.
+kj::Promise<BodyRead> ReadBody(kj::AsyncInputStream& in, std::string* out, uint64_t max,
+                               kj::Maybe<uint64_t> expected) {
   const size_t old = out->size();
-  const size_t chunk = static_cast<size_t>(std::min<uint64_t>(kBodyChunk, max + 1 - old));
+  uint64_t want = std::max<uint64_t>(4096, old);
+  KJ_IF_MAYBE(n, expected) { want = *n >= old ? *n - old + 1 : 1; }
+  const size_t chunk = static_cast<size_t>(std::min({kBodyChunk, want, max + 1 - old}));
   out->resize(old + chunk);
   return in.tryRead(out->data() + old, 1, chunk)
-      .then([&in, out, max, old](size_t n) -> kj::Promise<BodyRead> {
+      .then([&in, out, max, old, expected](size_t n) -> kj::Promise<BodyRead> {
         out->resize(old + n);
         if (n == 0) return BodyRead::kComplete;
         if (out->size() > max) return BodyRead::kTooLarge;
-        return ReadBody(in, out, max);
+        return ReadBody(in, out, max, expected);
       });
 }
 
@@ -56,6 +60,7 @@ kj::Promise<BodyRead> ReadBody(kj::AsyncInputStream& in, std::string* out, uint6
 
 // One request's facts, for its access log line.
 struct FrontDoor::Request {
+  ClientStream* connection = nullptr;
   AccessRecord record;
   std::chrono::steady_clock::time_point started;
   std::string body;
@@ -136,6 +141,7 @@ kj::Promise<void> FrontDoor::Send(Request& r, kj::HttpService::Response& respons
   if (result.unavailable != Unavailable::kNone) log.cause = UnavailableName(result.unavailable);
   access_log_.Record(log);
 
+  if (!result.body.empty() && r.record.method != "HEAD") r.connection->ExpectResponseBody();
   auto stream = response.send(result.status, HttpStatusText(result.status), out,
                               static_cast<uint64_t>(result.body.size()));
   auto body = kj::heapString(result.body.data(), result.body.size());
@@ -163,6 +169,7 @@ kj::Promise<void> FrontDoor::Serve(Request& r, kj::HttpMethod method, kj::String
                                    const kj::HttpHeaders& headers, kj::AsyncInputStream& body,
                                    kj::HttpService::Response& response, ClientStream& connection) {
   r.started = std::chrono::steady_clock::now();
+  r.connection = &connection;
   AccessRecord& log = r.record;
   log.peer = connection.peer();
   absl::string_view forwarded;
@@ -264,9 +271,15 @@ kj::Promise<void> FrontDoor::ReadBodyAndCall(Request& r, std::string module, Cal
                                              uint64_t max_body, kj::AsyncInputStream& body,
                                              kj::HttpService::Response& response) {
   const uint32_t body_timeout_ms = limits_.body_timeout_ms;
-  auto read = ReadBody(body, &r.body, max_body)
-                  .exclusiveJoin(timer_.afterDelay(body_timeout_ms * kj::MILLISECONDS)
-                                     .then([] { return BodyRead::kTimedOut; }));
+  const kj::Maybe<uint64_t> expected = body.tryGetLength();
+  kj::Promise<BodyRead> read = BodyRead::kComplete;
+  bool empty = false;
+  KJ_IF_MAYBE(n, expected) { empty = *n == 0; }
+  if (!empty) {  // a GET: nothing to read, no timer to set
+    read = ReadBody(body, &r.body, max_body, expected)
+               .exclusiveJoin(timer_.afterDelay(body_timeout_ms * kj::MILLISECONDS)
+                                  .then([] { return BodyRead::kTimedOut; }));
+  }
   return read.then(
       [this, &r, &response, module, call = std::move(call), max_body,
        body_timeout_ms](BodyRead outcome) mutable -> kj::Promise<void> {
