@@ -197,6 +197,8 @@ absl::StatusOr<HostConfig> ParseConfig(absl::string_view json, absl::string_view
     mc.recycle_after_calls = m.getRecycleAfterCalls();
     mc.max_private_bytes = uint64_t{m.getMaxPrivateMb()} << 20;
     mc.queue_limit = m.getQueueLimit();
+    mc.pipeline_depth = m.getPipelineDepth();
+    if (mc.pipeline_depth > 16) return error("pipelineDepth", "must be at most 16");
     mc.spin_iterations = m.getSpinIterations();
     if (mc.spin_iterations > 10000000) return error("spinIterations", "must be at most 10000000");
     {

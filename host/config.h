@@ -31,6 +31,7 @@ struct ModuleConfig {
   uint32_t recycle_after_calls = 0;  // 0: never
   uint64_t max_private_bytes = 0;    // 0: no limit
   uint32_t queue_limit = 1024;
+  uint32_t pipeline_depth = 2;  // calls waiting in a busy worker's ring, at the pool's cap
   uint32_t spin_iterations = 2000;
   microproc::SandboxLayers sandbox;  // layers switched on (all by default)
   uint32_t zygote_start_timeout_ms = 10000;  // a zygote's hello, constructors included

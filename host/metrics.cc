@@ -161,6 +161,16 @@ std::string RenderMetrics(control::Snapshot::Reader snapshot) {
   Results(&out, "mphost_module_reloads_total",
           "New generations after the first (mpctl reload, config reloads), by result.", modules,
           &Info::getReloadsOk, &Info::getReloadsFailed);
+  Family(&out, "mphost_wakeups_total", "counter",
+         "Wake-up syscalls between the host and the module's workers: to_worker, futex wakes "
+         "of a sleeping worker; to_host, doorbell rings of the sleeping host. Per call, the cost "
+         "of the hop beyond the rings themselves.",
+         modules, [&](ModuleReader m, const std::string& module) {
+           absl::StrAppend(&out, "mphost_wakeups_total{module=\"", module,
+                           "\",direction=\"to_worker\"} ", m.getWakeupsToWorker(), "\n",
+                           "mphost_wakeups_total{module=\"", module,
+                           "\",direction=\"to_host\"} ", m.getWakeupsToHost(), "\n");
+         });
   Family(&out, "mphost_unavailable_total", "counter",
          "503s the host answered itself, by module and cause: starting, draining, module_failed, "
          "queue_full, no_worker.",

@@ -36,6 +36,8 @@ struct ModuleMetrics {
   double build_seconds_sum = 0;
   uint64_t builds_ok = 0, builds_failed = 0;
   uint64_t reloads_ok = 0, reloads_failed = 0;  // new generations after the first
+  uint64_t wakeups_to_worker = 0;  // futex wakes the host made for a sleeping worker
+  uint64_t wakeups_to_host = 0;    // doorbell rings a worker made for the sleeping host
   uint64_t calls_at_last_tick = 0;
   double calls_per_second = 0;
 

@@ -24,6 +24,7 @@ WorkerPool::Limits PoolLimits(const ModuleConfig& c) {
   l.queue_limit = c.queue_limit;
   l.recycle_after_calls = c.recycle_after_calls;
   l.max_private_bytes = c.max_private_bytes;
+  l.pipeline_depth = c.pipeline_depth;
   return l;
 }
 
@@ -66,6 +67,7 @@ ModuleConfig WithPoolOf(ModuleConfig c, const ModuleConfig& from) {
   c.max_workers = from.max_workers;
   c.idle_timeout_ms = from.idle_timeout_ms;
   c.queue_limit = from.queue_limit;
+  c.pipeline_depth = from.pipeline_depth;
   c.recycle_after_calls = from.recycle_after_calls;
   c.max_private_bytes = from.max_private_bytes;
   c.critical = from.critical;

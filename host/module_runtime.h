@@ -103,6 +103,11 @@ class ModuleRuntime final : private PoolOwner,
   // WorkerChannel::Owner
   void OnCallDone(WorkerChannel& w, const CallResult* result, double seconds) override;
   void OnWorkerExit(WorkerChannel& w, const ExitReading& exit) override;
+  void Requeue(PendingCall call) override { pool_.Requeue(std::move(call)); }
+  void CountWakeups(uint64_t to_worker, uint64_t to_host) override {
+    metrics_.wakeups_to_worker += to_worker;
+    metrics_.wakeups_to_host += to_host;
+  }
   // kj::TaskSet::ErrorHandler
   void taskFailed(kj::Exception&& exception) override;
 

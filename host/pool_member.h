@@ -36,6 +36,12 @@ class PoolMember {
 
   // Hands it a call. Only when CanTakeCall().
   virtual void Deliver(PendingCall call) = 0;
+  // A busy worker: gives it `call` to run after those it has (it waits in its ring), if fewer
+  // than `max_waiting` wait there, the call it runs began recently (a slow call holds nothing),
+  // and `call` fits its ring now. True if it took the call (then moved from).
+  virtual bool Pipeline(PendingCall& call, size_t max_waiting) = 0;
+  // Calls given to it and waiting behind the one it runs.
+  virtual size_t calls_waiting() const = 0;
   // Stops it now if it is idle or starting, else once its call is done. Idempotent.
   virtual void Retire(absl::string_view why) = 0;
 

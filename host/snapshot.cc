@@ -165,6 +165,8 @@ void Fill(const ModuleMap& modules, const HostFacts& facts,
     info.setBuildsOk(metrics.builds_ok);
     info.setBuildsFailed(metrics.builds_failed);
     info.setReloadsOk(metrics.reloads_ok);
+    info.setWakeupsToWorker(metrics.wakeups_to_worker);
+    info.setWakeupsToHost(metrics.wakeups_to_host);
     info.setReloadsFailed(metrics.reloads_failed);
     auto unavailable = info.initUnavailableByCause(kUnavailableCount - 1);
     for (size_t c = 0; c + 1 < kUnavailableCount; ++c) {

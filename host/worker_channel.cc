@@ -6,6 +6,7 @@
 #include <signal.h>
 #include <sys/time.h>
 
+#include <algorithm>
 #include <cstring>
 
 #include "absl/strings/str_cat.h"
@@ -97,11 +98,14 @@ void WorkerChannel::taskFailed(kj::Exception&& exception) {
            {{"module", config_.module}, {"what", exception.getDescription().cStr()}});
 }
 
-void WorkerChannel::WakeWorker() { shm::WakeFutexConsumer(&ring_->header()->request); }
+void WorkerChannel::WakeWorker() {
+  shm::WakeFutexConsumer(&ring_->header()->request);
+  owner_.CountWakeups(1, 0);
+}
 
 kj::Promise<void> WorkerChannel::WatchDoorbell() {
   return bell_observer_->whenBecomesReadable().then([this]() -> kj::Promise<void> {
-    doorbell_->Drain();
+    owner_.CountWakeups(0, doorbell_->Drain());
     DrainResponses();
     PumpOutgoing();
     if (kill_cause_) return kj::NEVER_DONE;
@@ -109,37 +113,59 @@ kj::Promise<void> WorkerChannel::WatchDoorbell() {
   });
 }
 
-void WorkerChannel::Deliver(PendingCall p) {
+bool WorkerChannel::Send(PendingCall& p, bool allow_chunks) {
   const size_t bytes = CallBytes(p.request);  // ≤ maxMessageKb: the module checked
-  call_id_ = next_call_id_++;
   std::byte* frame = bytes <= shm::MaxFramePayload(requests_.capacity())
                          ? requests_.Reserve(bytes)
                          : nullptr;
+  if (frame == nullptr && !allow_chunks) return false;
+  const uint64_t id = next_call_id_++;
   bool wake = false;
   // In place where the worker will read it when it fits now; else chunks, as it makes room.
   outgoing_ = microproc::BuildMessage(
-      requests_, shm::FrameKind::kCall, call_id_, bytes, frame,
+      requests_, shm::FrameKind::kCall, id, bytes, frame,
       [&](capnp::MessageBuilder& m) { FillCall(m.initRoot<call::Call>(), p.request); }, &wake);
   if (wake) WakeWorker();
-  fulfiller_ = std::move(p.fulfiller);
-  received_ = p.received;
-  phase_ = WorkerPhase::kBusy;
+  if (in_flight_.empty()) head_started_ = timer_.now();
   const uint32_t timeout_ms = p.request.timeout_ms ? p.request.timeout_ms : config_.call_timeout_ms;
-  // The expiry runs on a turn of its own: it resets `deadline_`, which must not happen inside
-  // the deadline's own callback.
-  deadline_ = timer_.afterDelay(timeout_ms * kj::MILLISECONDS)
-                  .then([this, call_id = call_id_, timeout_ms]() {
-                    tasks_.add(kj::evalLater([this, call_id, timeout_ms]() { OnDeadline(call_id, timeout_ms); }));
-                  })
-                  .eagerlyEvaluate(nullptr);
+  const bool waits = !in_flight_.empty();
+  InFlight& call = in_flight_.emplace_back();
+  call.id = id;
+  call.fulfiller = std::move(p.fulfiller);
+  call.received = p.received;
+  if (waits) call.request = std::move(p.request);
+  // The expiry runs on a turn of its own: it may drop this promise, which must not happen
+  // inside its own callback.
+  call.deadline = timer_.afterDelay(timeout_ms * kj::MILLISECONDS)
+                      .then([this, id, timeout_ms]() {
+                        tasks_.add(kj::evalLater([this, id, timeout_ms]() { OnDeadline(id, timeout_ms); }));
+                      })
+                      .eagerlyEvaluate(nullptr);
+  phase_ = WorkerPhase::kBusy;
   PumpOutgoing();
+  return true;
+}
+
+void WorkerChannel::Deliver(PendingCall p) { Send(p, /*allow_chunks=*/true); }
+
+bool WorkerChannel::Pipeline(PendingCall& call, size_t max_waiting) {
+  // Only behind calls that are quick, by this worker's record and by how long the one it runs
+  // has taken so far: a call must never wait long in a ring while another worker could take it.
+  static constexpr int64_t kFastNs = 1'000'000;
+  static constexpr auto kMaxHeadAge = 2 * kj::MILLISECONDS;
+  if (phase_ != WorkerPhase::kBusy || retiring_ || kill_cause_ || outgoing_ || cancel_unsent_ ||
+      in_flight_.empty() || calls_waiting() >= max_waiting || service_ns_ > kFastNs ||
+      timer_.now() - head_started_ > kMaxHeadAge) {
+    return false;
+  }
+  return Send(call, /*allow_chunks=*/false);
 }
 
 void WorkerChannel::PumpOutgoing() {
   if (kill_cause_) return;
   if (cancel_unsent_) {
     bool wake = false;
-    if (requests_.TryWrite(shm::FrameKind::kCancel, call_id_, {}, &wake)) {
+    if (requests_.TryWrite(shm::FrameKind::kCancel, cancelled_id_, {}, &wake)) {
       cancel_unsent_ = false;
       if (wake) WakeWorker();
     }
@@ -156,15 +182,36 @@ void WorkerChannel::PumpOutgoing() {
 }
 
 void WorkerChannel::OnDeadline(uint64_t call_id, uint32_t timeout_ms) {
-  if (call_id != call_id_ || phase_ != WorkerPhase::kBusy) return;
+  auto it = std::find_if(in_flight_.begin(), in_flight_.end(),
+                         [call_id](const InFlight& c) { return c.id == call_id; });
+  if (it == in_flight_.end() || !it->fulfiller || kill_cause_) return;
   ++errors_;
-  // Still computing: not dispatchable until its late answer arrives (and is dropped) or the
-  // grace period ends it.
+  if (it != in_flight_.begin()) {
+    // Still waiting in the ring behind a slower call: answered now, its answer dropped later.
+    CallResult result = HostError(
+        504, config_.module,
+        absl::StrCat("worker ", pid_, " of module '", config_.module, "' missed the deadline of ",
+                     timeout_ms, " ms while the call waited behind another"));
+    result.worker_pid = pid_;
+    const double seconds = (timer_.now() - it->received) / kj::NANOSECONDS / 1e9;
+    it->fulfiller->fulfill(CallResult(result));
+    it->fulfiller = nullptr;
+    owner_.OnCallDone(*this, &result, seconds);
+    return;
+  }
+  // The call it runs. Still computing: not dispatchable until its late answer arrives (and is
+  // dropped) or the grace period ends it.
   phase_ = WorkerPhase::kCancelling;
-  Finish(HostError(504, config_.module,
-                   absl::StrCat("worker ", pid_, " of module '", config_.module,
-                                "' missed its deadline of ", timeout_ms, " ms")));
-  outgoing_.reset();  // a call still arriving: the worker drops it on the cancel frame
+  cancelled_id_ = call_id;
+  const double seconds = (timer_.now() - it->received) / kj::NANOSECONDS / 1e9;
+  CallResult result = HostError(504, config_.module,
+                                absl::StrCat("worker ", pid_, " of module '", config_.module,
+                                             "' missed its deadline of ", timeout_ms, " ms"));
+  result.worker_pid = pid_;
+  it->fulfiller->fulfill(CallResult(result));
+  it->fulfiller = nullptr;
+  it->deadline = nullptr;
+  if (outgoing_ && in_flight_.size() == 1) outgoing_.reset();  // the worker drops it on the cancel
   if (replies_) replies_->Reset();
   ring_->header()->host.cancel_call_id.store(call_id, std::memory_order_release);
   bool wake = false;
@@ -179,30 +226,59 @@ void WorkerChannel::OnDeadline(uint64_t call_id, uint32_t timeout_ms) {
                  tasks_.add(kj::evalLater([this, call_id]() { OnGraceOver(call_id); }));
                })
                .eagerlyEvaluate(nullptr);
+  owner_.OnCallDone(*this, &result, seconds);
 }
 
 void WorkerChannel::OnGraceOver(uint64_t call_id) {
-  if (call_id != call_id_ || phase_ != WorkerPhase::kCancelling) return;
+  if (call_id != cancelled_id_ || phase_ != WorkerPhase::kCancelling) return;
   Kill(ExitCause::kDeadline,
        absl::StrCat("did not stop within ", config_.cancel_grace_ms,
                     " ms of its call being cancelled"),
        504);
 }
 
-void WorkerChannel::Finish(CallResult result) {
-  result.worker_pid = pid_;
+void WorkerChannel::FinishHead(CallResult* result) {
+  InFlight head = std::move(in_flight_.front());
+  in_flight_.pop_front();
+  const kj::TimePoint now = timer_.now();
+  service_ns_ += ((now - head_started_) / kj::NANOSECONDS - service_ns_) / 8;
+  head_started_ = now;
   double seconds = 0;
-  if (fulfiller_) {
-    seconds = (timer_.now() - received_) / kj::NANOSECONDS / 1e9;
-    fulfiller_->fulfill(CallResult(result));
-    fulfiller_ = nullptr;
+  const bool answered_here = result != nullptr && head.fulfiller;
+  if (answered_here) {
+    result->worker_pid = pid_;
+    seconds = (timer_.now() - head.received) / kj::NANOSECONDS / 1e9;
+    head.fulfiller->fulfill(CallResult(*result));
   }
-  deadline_ = nullptr;
   last_active_ms_ = MonotonicMs();
   // The phase is settled before the owner hears of it: the pool may hand out the next call.
-  if (phase_ == WorkerPhase::kBusy) phase_ = WorkerPhase::kIdle;
+  if (phase_ == WorkerPhase::kBusy || phase_ == WorkerPhase::kCancelling) {
+    phase_ = in_flight_.empty() ? WorkerPhase::kIdle : WorkerPhase::kBusy;
+  }
   if (retiring_ && phase_ == WorkerPhase::kIdle) Retire("");
-  owner_.OnCallDone(*this, &result, seconds);
+  // A late answer (or one to a call answered 504 while it waited) only frees the worker.
+  owner_.OnCallDone(*this, answered_here ? result : nullptr, seconds);
+}
+
+void WorkerChannel::FailAll(uint16_t status, const std::string& why) {
+  std::deque<InFlight> calls = std::move(in_flight_);
+  in_flight_.clear();
+  last_active_ms_ = MonotonicMs();
+  // Those it never began, to another worker, in their order.
+  for (size_t i = calls.size(); i > 1; --i) {
+    InFlight& c = calls[i - 1];
+    if (!c.fulfiller) continue;
+    owner_.Requeue(PendingCall{std::move(c.request), std::move(c.fulfiller), c.received});
+  }
+  for (InFlight& c : calls) {
+    if (!c.fulfiller) continue;
+    ++errors_;
+    CallResult r = HostError(status, config_.module, why);
+    r.worker_pid = pid_;
+    const double seconds = (timer_.now() - c.received) / kj::NANOSECONDS / 1e9;
+    c.fulfiller->fulfill(CallResult(r));
+    owner_.OnCallDone(*this, &r, seconds);
+  }
 }
 
 void WorkerChannel::DrainResponses() {
@@ -228,12 +304,13 @@ void WorkerChannel::DrainResponses() {
     }
     const uint64_t call_id = frame.call_id;
     const shm::FrameKind kind = frame.kind;
-    const bool late = phase_ == WorkerPhase::kCancelling && call_id == call_id_;
-    if (!late && (call_id == 0 || call_id != call_id_ || phase_ != WorkerPhase::kBusy)) {
+    // Answers come in the order the calls were given: only the oldest may be answered.
+    if (call_id == 0 || in_flight_.empty() || call_id != in_flight_.front().id) {
       Kill(ExitCause::kProtocol, absl::StrCat("broke the ring protocol (answer for call ", call_id,
-                                              ", which it was not given)"));
+                                              ", which it was not given or not next)"));
       return;
     }
+    const bool late = !in_flight_.front().fulfiller;
     if (kind == shm::FrameKind::kChunk) {
       // A piece of a reply too large for one frame: copied into private memory, released at
       // once so that the worker can write the next one. A late answer's pieces are dropped.
@@ -254,14 +331,16 @@ void WorkerChannel::DrainResponses() {
       continue;
     }
     if (late) {
-      // The late answer to a call already answered with 504: drop it; the worker is free.
+      // The late answer to a call already answered with 504: dropped.
       responses_.Pop();
       if (replies_) replies_->Reset();
-      cancel_unsent_ = false;
-      grace_ = nullptr;
-      phase_ = WorkerPhase::kIdle;
-      if (retiring_) Retire("");
-      owner_.OnCallDone(*this, nullptr, 0);
+      if (call_id == cancelled_id_) {
+        cancel_unsent_ = false;
+        grace_ = nullptr;
+        cancelled_id_ = 0;
+      }
+      ++calls_;
+      FinishHead(nullptr);
       continue;
     }
     // Copy out before validating: the worker can rewrite shared memory at any time.
@@ -288,7 +367,7 @@ void WorkerChannel::DrainResponses() {
     CallResult result = ResultOfReply(*std::move(decoded), config_.module, pid_);
     if (result.from_host) ++errors_;
     ++calls_;
-    Finish(std::move(result));
+    FinishHead(&result);
   }
   // The worker may be waiting for room to write its next chunk.
   if (released_chunks) shm::WakeFutexConsumerIfSleeping(&ring_->header()->request);
@@ -317,11 +396,7 @@ void WorkerChannel::Kill(ExitCause cause, std::string why, uint16_t status) {
   replies_.reset();
   grace_ = nullptr;
   if (pidfd_) SignalChild(pidfd_.get(), SIGKILL);
-  if (fulfiller_) {
-    ++errors_;
-    Finish(HostError(status, config_.module,
-                     absl::StrCat("worker ", pid_, " of module '", config_.module, "' ", kill_why_)));
-  }
+  FailAll(status, absl::StrCat("worker ", pid_, " of module '", config_.module, "' ", kill_why_));
 }
 
 void WorkerChannel::OnExit(const ExitInfo& exit) {
@@ -334,15 +409,12 @@ void WorkerChannel::OnExit(const ExitInfo& exit) {
   } else if (retiring_ && exit.signal == 0 && exit.exit_code == 0) {
     reading.cause = ExitCause::kRetired;
     reading.description = "retired";
-  } else if (fulfiller_) {
-    ++errors_;
-    Finish(HostError(
-        502, config_.module,
-        reading.syscall.empty()
-            ? absl::StrCat("worker ", pid_, " of module '", config_.module,
-                           "' died during the call: ", reading.description)
-            : absl::StrCat("module '", config_.module, "' called forbidden syscall ",
-                           reading.syscall, "; its worker ", pid_, " was killed")));
+  } else if (!in_flight_.empty()) {
+    FailAll(502, reading.syscall.empty()
+                     ? absl::StrCat("worker ", pid_, " of module '", config_.module,
+                                    "' died during the call: ", reading.description)
+                     : absl::StrCat("module '", config_.module, "' called forbidden syscall ",
+                                    reading.syscall, "; its worker ", pid_, " was killed"));
   }
   if (!killed) kill_cause_ = reading.cause;
   outgoing_.reset();
@@ -366,9 +438,11 @@ void WorkerChannel::SendStop() {
 }
 
 void WorkerChannel::AbandonCall(CallResult result) {
-  if (!fulfiller_) return;
-  fulfiller_->fulfill(std::move(result));
-  fulfiller_ = nullptr;
+  for (InFlight& c : in_flight_) {
+    if (!c.fulfiller) continue;
+    c.fulfiller->fulfill(CallResult(result));
+    c.fulfiller = nullptr;
+  }
 }
 
 }  // namespace mp::host

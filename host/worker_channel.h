@@ -1,13 +1,21 @@
-// One microprocess as the host sees it: its rings, its doorbell, its process, and the call it
+// One microprocess as the host sees it: its rings, its doorbell, its process, and the calls it
 // is serving. Its phase (pool_member.h) changes here and only here:
 //
-//   kStarting ──Started──▶ kIdle ──Deliver──▶ kBusy ──answer──▶ kIdle
-//                            │                  │
-//                            │                  └──deadline──▶ kCancelling ──late answer──▶ kIdle
-//                            │                                     └──grace over──▶ Kill
+//   kStarting ──Started──▶ kIdle ──Deliver──▶ kBusy ──last answer──▶ kIdle
+//                            │                  │ ▲
+//                            │                  │ └─ answer, more calls in its ring
+//                            │                  └──deadline of the call it runs──▶ kCancelling
+//                            │                        ──late answer──▶ kBusy or kIdle
+//                            │                        └──grace over──▶ Kill
 //                            └──Retire──▶ kStopping (a stop frame; retiring busy workers
-//                                                    stop once their call is done)
+//                                                    stop once their calls are done)
 //   any ──Kill(cause)──▶ kKilled;  any ──exit reported──▶ gone (Owner::OnWorkerExit)
+//
+// A busy worker may be given more calls (Pipeline): they wait in its request ring, and it takes
+// them one after the other without sleeping, so under load a call costs no wake-up of the
+// worker. Calls are answered in the order given; each keeps its own deadline (one that passes
+// while the call waits behind another is answered 504 at once, and its late answer dropped)
+// and gets its own error if the worker dies.
 //
 // Everything the worker writes is hostile: frames are read through the ring's validating
 // reader, copied out, decoded by response_decoder and checked by the reply rules; a violation
@@ -20,6 +28,7 @@
 #include <kj/timer.h>
 
 #include <cstdint>
+#include <deque>
 #include <memory>
 #include <optional>
 #include <string>
@@ -56,6 +65,13 @@ class WorkerChannel final : public PoolMember, private kj::TaskSet::ErrorHandler
     virtual void OnCallDone(WorkerChannel& w, const CallResult* result, double seconds) = 0;
     // It exited; `exit` says how. The channel may be destroyed on a later turn, not now.
     virtual void OnWorkerExit(WorkerChannel& w, const ExitReading& exit) = 0;
+    // Wake-ups, for metrics: `to_worker` futex wakes the host made, `to_host` doorbell rings
+    // the worker made.
+    virtual void CountWakeups(uint64_t to_worker, uint64_t to_host) = 0;
+    // A call that waited in the ring of a worker that died before it began: to run elsewhere.
+    // (Module code has no effect outside its worker, so a call it never began is safe to give
+    // to another; the call it ran is never retried, lest one call kill every worker.)
+    virtual void Requeue(PendingCall call) = 0;
   };
 
   // Creates its rings and doorbell. The worker starts with Started() once its process exists.
@@ -78,6 +94,8 @@ class WorkerChannel final : public PoolMember, private kj::TaskSet::ErrorHandler
   uint64_t calls() const override { return calls_; }
   int64_t last_active_ms() const override { return last_active_ms_; }
   void Deliver(PendingCall call) override;
+  bool Pipeline(PendingCall& call, size_t max_waiting) override;
+  size_t calls_waiting() const override { return in_flight_.empty() ? 0 : in_flight_.size() - 1; }
   void Retire(absl::string_view why) override;
 
   // Ends it now: SIGKILL, and its call (if any) answered with `status` naming `why`.
@@ -110,7 +128,15 @@ class WorkerChannel final : public PoolMember, private kj::TaskSet::ErrorHandler
   kj::Promise<void> WatchDoorbell();
   void DrainResponses();
   void PumpOutgoing();
-  void Finish(CallResult result);
+  // Writes `call` into the request ring (in place, or as chunks when `allow_chunks`) and tracks
+  // it; false if it does not fit now (only without `allow_chunks`).
+  bool Send(PendingCall& call, bool allow_chunks);
+  // The call it runs (the oldest it was given) is over: answers it with `result` unless it
+  // was answered already, and settles the phase.
+  void FinishHead(CallResult* result);
+  // It died or was killed: the call it ran is answered with `status` and `why`; those waiting
+  // behind it go back to the pool.
+  void FailAll(uint16_t status, const std::string& why);
   void OnDeadline(uint64_t call_id, uint32_t timeout_ms);
   void OnGraceOver(uint64_t call_id);
   void OnExit(const ExitInfo& exit);
@@ -143,12 +169,22 @@ class WorkerChannel final : public PoolMember, private kj::TaskSet::ErrorHandler
   int64_t last_active_ms_ = 0;
   uint64_t restarts_before_ = 0;
 
-  // The call in flight (kBusy), or the one given up on (kCancelling).
+  // The calls it holds, oldest (the one it runs) first. A call whose deadline passed has been
+  // answered already (no fulfiller); its answer, when it comes, is dropped.
+  struct InFlight {
+    uint64_t id = 0;
+    kj::Own<kj::PromiseFulfiller<CallResult>> fulfiller;
+    CallRequest request;  // kept while it waits behind another, to run elsewhere if need be
+    kj::TimePoint received = kj::origin<kj::TimePoint>();
+    kj::Promise<void> deadline = nullptr;
+  };
+  std::deque<InFlight> in_flight_;
+  kj::TimePoint head_started_ = kj::origin<kj::TimePoint>();  // when it began the one it runs
+  // How long its calls take (exponential average, 1/8 per call): only a worker whose calls
+  // are fast is given calls to wait in its ring. Starts high: a worker proves itself first.
+  int64_t service_ns_ = 1'000'000'000;
   uint64_t next_call_id_ = 1;
-  uint64_t call_id_ = 0;
-  kj::Own<kj::PromiseFulfiller<CallResult>> fulfiller_;
-  kj::TimePoint received_ = kj::origin<kj::TimePoint>();
-  kj::Promise<void> deadline_ = nullptr;
+  uint64_t cancelled_id_ = 0;  // the call it runs, given up on (kCancelling)
   kj::Promise<void> grace_ = nullptr;
   // A call too large for one frame, still being written as the worker makes room.
   std::optional<microproc::ChunkedSend> outgoing_;

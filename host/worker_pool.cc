@@ -92,6 +92,12 @@ absl::Status WorkerPool::Submit(PendingCall& call) {
   return absl::OkStatus();
 }
 
+void WorkerPool::Requeue(PendingCall call) {
+  queue_.push_front(std::move(call));
+  // Not now: the dying worker is still being taken apart; its exit or the owner dispatches.
+  owner_.RunAfter(0, [this]() { Dispatch(); });
+}
+
 void WorkerPool::Dispatch() {
   if (dispatching_) return;  // a Deliver or Launch that calls back in
   dispatching_ = true;
@@ -112,7 +118,29 @@ void WorkerPool::Dispatch() {
       continue;
     }
     // Every worker is busy: grow, one worker per waiting call, up to the cap.
-    if (StartingWorkers() >= queue_.size() || Start() == nullptr) break;
+    if (StartingWorkers() < queue_.size() && Start() != nullptr) continue;
+    // At the cap (or enough starting): a busy worker takes it next, in its ring, so that it
+    // goes from one call to the next without sleeping. The one with the fewest waiting.
+    if (limits_.pipeline_depth == 0) break;
+    std::vector<PoolMember*> busy;
+    for (PoolMember* m : members_) {
+      if (Current(*m) && m->phase() == WorkerPhase::kBusy && !m->retiring() &&
+          m->calls_waiting() < limits_.pipeline_depth) {
+        busy.push_back(m);
+      }
+    }
+    std::sort(busy.begin(), busy.end(), [](const PoolMember* a, const PoolMember* b) {
+      return a->calls_waiting() < b->calls_waiting();
+    });
+    bool taken = false;
+    for (PoolMember* m : busy) {
+      if (m->Pipeline(queue_.front(), limits_.pipeline_depth)) {
+        queue_.pop_front();
+        taken = true;
+        break;
+      }
+    }
+    if (!taken) break;
   }
   dispatching_ = false;
 }

@@ -57,6 +57,7 @@ class WorkerPool {
     uint32_t queue_limit = 1024;
     uint64_t recycle_after_calls = 0;  // 0: never
     uint64_t max_private_bytes = 0;    // 0: no limit
+    uint32_t pipeline_depth = 2;       // calls that may wait in a busy worker's ring; 0: none
     bool operator==(const Limits&) const = default;
   };
 
@@ -70,6 +71,10 @@ class WorkerPool {
   void EnsureMinimum();
   // Takes a worker the owner started itself (a reload's, of a generation not current yet).
   void Adopt(PoolMember* member);
+
+  // A call given to a worker that died before it began it: first in line again (past the
+  // queue's limit: it was admitted once), dispatched on the next turn of the pool.
+  void Requeue(PendingCall call);
 
   // Queues `call` and dispatches. Fails, leaving the call to the caller to answer, when the
   // queue is full (RESOURCE_EXHAUSTED) or the module is failed (UNAVAILABLE, the reason).

@@ -78,6 +78,9 @@ struct Module {
   zygoteStartTimeoutMs @23 :UInt32 = 10000;  # a new generation's zygote must load the plugin
                                        # (its constructors included) and say hello within this
                                        # time, or the reload fails and the old one serves on
+  pipelineDepth @26 :UInt32 = 2;       # when every worker is busy and the pool is at its size,
+                                       # calls that may wait in a busy worker's ring behind the
+                                       # one it runs (it takes them without a wake-up); 0-16
 }
 
 # Each layer can be switched off for debugging, for the helpers that load the plugin (builder,

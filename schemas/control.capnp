@@ -118,7 +118,9 @@ struct ModuleInfo {
   buildSumSeconds @38 :Float64;
   reloadsOk @39 :UInt64;            # generations after the first
   reloadsFailed @40 :UInt64;
-  unavailableByCause @41 :List(CauseCount);  # 503s the host gave itself: starting | draining | module_failed | queue_full | no_worker
+  unavailableByCause @41 :List(CauseCount);
+  wakeupsToWorker @42 :UInt64;      # futex wakes the host made for its sleeping workers
+  wakeupsToHost @43 :UInt64;        # doorbell rings its workers made for the sleeping host  # 503s the host gave itself: starting | draining | module_failed | queue_full | no_worker
 }
 
 struct StatusCount {

@@ -133,12 +133,13 @@ void RingDoorbell(int fd) noexcept {
 
 void Doorbell::Ring() const noexcept { RingDoorbell(fd_.get()); }
 
-void Doorbell::Drain() const noexcept {
-  uint64_t n;
+uint64_t Doorbell::Drain() const noexcept {
+  uint64_t n = 0;
   ssize_t r;
   do {
     r = ::read(fd_.get(), &n, sizeof n);
   } while (r < 0 && errno == EINTR);
+  return r == sizeof n ? n : 0;
 }
 
 }  // namespace mp::shm

@@ -64,7 +64,8 @@ class Doorbell {
   static absl::StatusOr<Doorbell> Create();
   explicit Doorbell(UniqueFd fd) : fd_(std::move(fd)) {}
   void Ring() const noexcept;   // async-signal-safe, allocation-free
-  void Drain() const noexcept;  // non-blocking read that resets the counter
+  // Non-blocking read that resets the counter; how many rings it held.
+  uint64_t Drain() const noexcept;
   int fd() const noexcept { return fd_.get(); }
   UniqueFd ReleaseFd() && noexcept { return std::move(fd_); }
 

@@ -30,6 +30,12 @@ class FakeWorker final : public PoolMember {
     call_ = std::move(call);
     phase_ = WorkerPhase::kBusy;
   }
+  bool Pipeline(PendingCall& call, size_t max_waiting) override {
+    if (phase_ != WorkerPhase::kBusy || retiring_ || waiting_.size() >= max_waiting) return false;
+    waiting_.push_back(std::move(call));
+    return true;
+  }
+  size_t calls_waiting() const override { return waiting_.size(); }
   void Retire(absl::string_view) override {
     retiring_ = true;
     if (phase_ == WorkerPhase::kIdle || phase_ == WorkerPhase::kStarting) phase_ = WorkerPhase::kStopping;
@@ -40,6 +46,7 @@ class FakeWorker final : public PoolMember {
   uint64_t id_, generation_, calls_ = 0;
   int64_t active_;
   std::optional<PendingCall> call_;
+  std::deque<PendingCall> waiting_;
 };
 
 class FakeOwner final : public PoolOwner {
@@ -95,6 +102,7 @@ class WorkerPoolTest : public ::testing::Test {
     l.max_workers = max;
     l.idle_timeout_ms = 1000;
     l.queue_limit = 8;
+    l.pipeline_depth = 0;  // the tests of pipelining set it
     return l;
   }
   PendingCall Call() {
@@ -116,7 +124,12 @@ class WorkerPoolTest : public ::testing::Test {
     w.call_->fulfiller->fulfill(CallResult{});
     w.call_.reset();
     ++w.calls_;
-    w.phase_ = w.retiring_ ? WorkerPhase::kStopping : WorkerPhase::kIdle;
+    if (!w.waiting_.empty()) {  // it goes on with the next call in its ring
+      w.call_ = std::move(w.waiting_.front());
+      w.waiting_.pop_front();
+    } else {
+      w.phase_ = w.retiring_ ? WorkerPhase::kStopping : WorkerPhase::kIdle;
+    }
     w.active_ = owner_.now;
     pool.OnCallDone(w);
   }
@@ -343,6 +356,56 @@ TEST_F(WorkerPoolTest, NoSequenceOfKillsPassesMaxWorkers) {
     }
     std::swap(owner_, owner);
   }
+}
+
+TEST_F(WorkerPoolTest, AtItsCapABusyWorkerTakesCallsInItsRingUpToTheDepth) {
+  WorkerPool::Limits limits = Limits(2, 2);
+  limits.pipeline_depth = 2;
+  WorkerPool pool(limits, {}, owner_, 1);
+  pool.SetGeneration(1);
+  pool.EnsureMinimum();
+  AllReady(pool);
+  for (int i = 0; i < 7; ++i) {
+    PendingCall c = Call();
+    ASSERT_TRUE(pool.Submit(c).ok());
+  }
+  // Two running, two waiting in each ring, the seventh in the queue: never past the depth.
+  EXPECT_EQ(owner_.launched, 2);
+  EXPECT_EQ(owner_.workers[1]->waiting_.size(), 2u);
+  EXPECT_EQ(owner_.workers[2]->waiting_.size(), 2u);
+  EXPECT_EQ(pool.queue_depth(), 1u);
+  // An answer frees a place in that worker's ring: the queued call goes there.
+  Answer(pool, *owner_.workers[1]);
+  EXPECT_EQ(pool.queue_depth(), 0u);
+  EXPECT_EQ(owner_.workers[1]->waiting_.size(), 2u);
+}
+
+TEST_F(WorkerPoolTest, BelowItsCapThePoolGrowsBeforeItPipelines) {
+  WorkerPool::Limits limits = Limits(1, 3);
+  limits.pipeline_depth = 2;
+  WorkerPool pool(limits, {}, owner_, 1);
+  pool.SetGeneration(1);
+  pool.EnsureMinimum();
+  AllReady(pool);
+  PendingCall a = Call(), b = Call();
+  ASSERT_TRUE(pool.Submit(a).ok());
+  ASSERT_TRUE(pool.Submit(b).ok());
+  EXPECT_EQ(owner_.launched, 2);  // a second worker for the second call
+  // While it starts, the call may wait in the busy worker's ring rather than in the queue.
+  EXPECT_EQ(owner_.workers[1]->waiting_.size() + pool.queue_depth(), 1u);
+}
+
+TEST_F(WorkerPoolTest, NoPipeliningWithADepthOfZero) {
+  WorkerPool pool(Limits(1, 1), {}, owner_, 1);
+  pool.SetGeneration(1);
+  pool.EnsureMinimum();
+  AllReady(pool);
+  for (int i = 0; i < 3; ++i) {
+    PendingCall c = Call();
+    ASSERT_TRUE(pool.Submit(c).ok());
+  }
+  EXPECT_EQ(owner_.workers[1]->waiting_.size(), 0u);
+  EXPECT_EQ(pool.queue_depth(), 2u);
 }
 
 }  // namespace
