@@ -136,7 +136,7 @@ void ServeCalls(shm::RingFile& ring, int doorbell_fd, const mp_module& module, c
   reply.cancel_call_id = &ring.header()->host.cancel_call_id;
   std::vector<mp_header> headers;
   std::vector<HeaderSizes> header_sizes;
-  shm::SpinBudget spin(options.spin_iterations);
+  shm::SpinBudget spin(shm::SpinNanos(options.spin_iterations));
 
   block.state.store(static_cast<uint32_t>(shm::WorkerState::kReady), std::memory_order_release);
   for (;;) {

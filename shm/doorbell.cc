@@ -28,26 +28,44 @@ long Futex(std::atomic<uint32_t>* word, int op, uint32_t val, const timespec* ti
 
 }  // namespace
 
+static int64_t MonotonicNs() noexcept {
+  timespec ts;
+  clock_gettime(CLOCK_MONOTONIC, &ts);  // the vDSO: no syscall
+  return int64_t{ts.tv_sec} * 1000000000 + ts.tv_nsec;
+}
+
 void WakeFutexConsumer(RingControl* control) noexcept {
+  control->woken_at_ns.store(MonotonicNs(), std::memory_order_relaxed);
   control->wake_seq.fetch_add(1, std::memory_order_release);
   Futex(&control->wake_seq, FUTEX_WAKE, 1, nullptr);
 }
 
-void SpinBudget::Caught() noexcept {
-  budget_ = std::min(max_, budget_ + std::max<uint32_t>(1, max_ / 8));
+void SpinBudget::Missed(int64_t late_ns) noexcept {
+  if (late_ns >= 0 && late_ns <= max_ns_) {
+    window_ns_ = std::min(max_ns_, late_ns + late_ns / 4);
+  } else {
+    window_ns_ = std::max(max_ns_ / 32, window_ns_ - window_ns_ / 4);
+  }
 }
 
-void SpinBudget::Missed() noexcept { budget_ = std::max(max_ / 32, budget_ - budget_ / 4); }
-
 bool WaitForFrame(RingReader& reader, SpinBudget& spin, int64_t timeout_ns) noexcept {
-  if (spin.budget() > 0) {
-    if (WaitForFrame(reader, spin.budget(), -1)) {
+  const int64_t window = spin.window_ns();
+  if (window <= 0) return WaitForFrame(reader, 0, timeout_ns);
+  const int64_t start = MonotonicNs();
+  for (uint32_t i = 1;; ++i) {
+    if (reader.MaybeReady() && !reader.Empty()) {
       spin.Caught();
       return true;
     }
-    spin.Missed();
+    CpuRelax();
+    if ((i & 15) == 0 && MonotonicNs() - start >= window) break;
   }
-  return WaitForFrame(reader, 0, timeout_ns);
+  if (!WaitForFrame(reader, 0, timeout_ns)) return false;
+  // When the producer woke us; a stamp from before the spin means the call came without a
+  // wake (between our announcing sleep and our futex wait): at about now.
+  const int64_t woken = reader.control()->woken_at_ns.load(std::memory_order_relaxed);
+  spin.Missed((woken >= start ? woken : MonotonicNs()) - start);
+  return true;
 }
 
 bool WaitForFrame(RingReader& reader, uint32_t spin_iterations, int64_t timeout_ns) noexcept {

@@ -19,26 +19,34 @@ void WakeFutexConsumer(RingControl* control) noexcept;
 // a negative `timeout_ns` only spins.
 bool WaitForFrame(RingReader& reader, uint32_t spin_iterations, int64_t timeout_ns) noexcept;
 
-// How long a worker spins before it sleeps, adapted to what spinning achieves (additive
-// increase, multiplicative decrease): a wait that ends while spinning adds max/8 to the
-// budget, one that has to sleep takes a quarter off, never below max/32 (so that spinning can
-// prove itself again). The budget holds at the maximum while at least two waits in three end
-// while spinning. Where calls come back to back, within the budget, a worker keeps spinning
-// and its host makes no wake syscall; where it sleeps through the budget anyway (more
-// workers than cores, or little load), it stops burning CPU that the host and the other
-// workers need. A maximum of 0 never spins. One per waiting thread.
+// How long a worker spins for its next call before it sleeps, by time, adapted to how late the
+// calls it missed came. The producer stamps the time of each futex wake in the ring
+// (RingControl::woken_at_ns), so a worker that slept knows when its call arrived, measured
+// from when it began to spin:
+//   - a call that came after the spin ran out but within the maximum: a longer spin would have
+//     caught it, so the window grows to cover it (plus a quarter);
+//   - one that came later still (the worker was idle): spinning would have been wasted, so the
+//     window shrinks by a quarter, never below max/32;
+//   - a call caught while spinning leaves the window as it is.
+// A worker fed back to back keeps spinning across the host's turnaround and is never woken;
+// an idle one stops burning CPU. A maximum of 0 never spins. One per waiting thread.
 class SpinBudget {
  public:
-  explicit SpinBudget(uint32_t max_iterations) noexcept
-      : max_(max_iterations), budget_(max_iterations) {}
-  uint32_t budget() const noexcept { return budget_; }
-  void Caught() noexcept;  // the frame came while spinning
-  void Missed() noexcept;  // the spin ran out
+  explicit SpinBudget(int64_t max_ns) noexcept : max_ns_(max_ns), window_ns_(max_ns) {}
+  int64_t window_ns() const noexcept { return window_ns_; }
+  int64_t max_ns() const noexcept { return max_ns_; }
+  void Caught() noexcept {}
+  // The spin ran out; the call came `late_ns` after the spin began (the producer's stamp).
+  void Missed(int64_t late_ns) noexcept;
 
  private:
-  uint32_t max_;
-  uint32_t budget_;
+  int64_t max_ns_;
+  int64_t window_ns_;
 };
+
+// A worker's spin limit for `spin_iterations` (the config's spinIterations): 25 ns each, so
+// the default 2000 is 50 µs.
+inline int64_t SpinNanos(uint32_t spin_iterations) { return int64_t{spin_iterations} * 25; }
 
 // WaitForFrame spinning as `spin` allows, which it then adapts.
 bool WaitForFrame(RingReader& reader, SpinBudget& spin, int64_t timeout_ns) noexcept;

@@ -60,6 +60,9 @@ struct RingControl {
   alignas(64) std::atomic<uint32_t> consumer_sleeping;
   // Futex word the consumer sleeps on; the producer bumps it before a futex wake.
   std::atomic<uint32_t> wake_seq;
+  // CLOCK_MONOTONIC ns of the producer's last futex wake: how late the consumer's spin missed
+  // (SpinBudget). Informational; never trusted for more.
+  std::atomic<int64_t> woken_at_ns;
 };
 static_assert(std::atomic<uint64_t>::is_always_lock_free);
 static_assert(sizeof(RingControl) == 192);

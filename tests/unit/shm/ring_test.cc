@@ -197,37 +197,53 @@ TEST_F(RingTest, WaitForFrameReturnsWithDataOrTimesOut) {
   EXPECT_EQ(request().consumer_sleeping.load(), 0u);
 }
 
-TEST(SpinBudgetTest, ShrinksOnEachMissAndGrowsBackOnCatches) {
-  SpinBudget spin(2000);
-  EXPECT_EQ(spin.budget(), 2000u);
+TEST(SpinBudgetTest, AMissThatALongerSpinWouldHaveCaughtGrowsTheWindowToIt) {
+  SpinBudget spin(50000);  // 50 µs
+  EXPECT_EQ(spin.window_ns(), 50000);
+  spin.Missed(1000000);  // came 1 ms after the spin began: idle, spinning would not have paid
+  EXPECT_EQ(spin.window_ns(), 37500);  // - a quarter
+  for (int i = 0; i < 30; ++i) spin.Missed(1000000);
+  EXPECT_EQ(spin.window_ns(), 50000 / 32);  // the floor
+  spin.Missed(8000);  // came 8 µs in: a 10 µs spin catches the next one like it
+  EXPECT_EQ(spin.window_ns(), 10000);
   spin.Caught();
-  EXPECT_EQ(spin.budget(), 2000u);  // never above the maximum
-  spin.Missed();
-  EXPECT_EQ(spin.budget(), 1500u);  // - a quarter
-  for (int i = 0; i < 30; ++i) spin.Missed();
-  EXPECT_EQ(spin.budget(), 62u);  // the floor: max / 32
-  spin.Caught();
-  EXPECT_EQ(spin.budget(), 62u + 250u);  // + max / 8
-  for (int i = 0; i < 100; ++i) spin.Caught();
-  EXPECT_EQ(spin.budget(), 2000u);
+  EXPECT_EQ(spin.window_ns(), 10000);
+  spin.Missed(45000);  // later, but within the maximum
+  EXPECT_EQ(spin.window_ns(), 50000);  // capped
+  spin.Missed(-1);     // no stamp: counted as idle
+  EXPECT_EQ(spin.window_ns(), 37500);
 
   SpinBudget never(0);
+  never.Missed(10);
   never.Caught();
-  never.Missed();
-  EXPECT_EQ(never.budget(), 0u);
+  EXPECT_EQ(never.window_ns(), 0);
+  EXPECT_EQ(SpinNanos(2000), 50000);
 }
 
-TEST_F(RingTest, AdaptiveWaitSpinsThenSleepsAndAdapts) {
-  SpinBudget spin(64);
-  // Nothing comes: the spin runs out (the budget shrinks), then the wait sleeps and times out.
+TEST_F(RingTest, AdaptiveWaitSpinsThenSleepsAndLearnsHowLateTheFrameCame) {
+  SpinBudget spin(20000);  // 20 µs
+  // Nothing comes: the spin runs out, the wait sleeps and times out (no frame, no lesson).
   EXPECT_FALSE(WaitForFrame(worker_in_, spin, 1000000));
-  EXPECT_EQ(spin.budget(), 48u);
+  EXPECT_EQ(spin.window_ns(), 20000);
   EXPECT_EQ(request().consumer_sleeping.load(), 0u);
-  // A frame already there is caught while spinning: the budget grows back.
+  // A frame already there is caught while spinning.
   bool wake;
   ASSERT_TRUE(host_out_.TryWrite(FrameKind::kCall, 1, {}, &wake));
   EXPECT_TRUE(WaitForFrame(worker_in_, spin, 0));
-  EXPECT_EQ(spin.budget(), 56u);
+  EXPECT_EQ(spin.window_ns(), 20000);
+  FrameView frame;
+  ASSERT_EQ(worker_in_.Peek(&frame), ReadStatus::kFrame);
+  worker_in_.Pop();
+  // A frame that comes 5 ms after the spin began, with a wake: the window shrinks.
+  std::thread producer([&] {
+    std::this_thread::sleep_for(std::chrono::milliseconds(5));
+    bool w = false;
+    ASSERT_TRUE(host_out_.TryWrite(FrameKind::kCall, 2, {}, &w));
+    if (w) WakeFutexConsumer(&request());
+  });
+  EXPECT_TRUE(WaitForFrame(worker_in_, spin, 0));
+  producer.join();
+  EXPECT_EQ(spin.window_ns(), 15000);
 }
 
 // ---- Two processes ----
