@@ -3,11 +3,11 @@
 // bytes given in advance: no worker, no ring, no hop. Whatever mphost spends per request above
 // this server is the price of its isolation.
 //
-//   kj_ceiling --listen 127.0.0.1:PORT PATH=FILE...
+//   kj_ceiling --listen 127.0.0.1:PORT PATH=FILE...   (split at the last =)
 //
-// A request for PATH (its query included, as the client sends it) is answered 200 with FILE's
-// bytes and the headers mphost sends (Content-Type, Date, X-Request-Id, X-Mphost-Worker); any
-// other target is a 404. bench/http/run.py starts it beside mphost with the bytes mphost gave.
+// A request for PATH (its query included, as the client sends it; a PATH ending in '*' matches
+// every target that starts with the rest) is answered 200 with FILE's bytes and the headers
+// mphost sends (Content-Type, Date, X-Request-Id, X-Mphost-Worker); any other target is a 404. bench/http/run.py starts it beside mphost with the bytes mphost gave.
 #include <kj/async-io.h>
 #include <kj/compat/http.h>
 #include <kj/main.h>
@@ -43,7 +43,17 @@ class Answers final : public kj::HttpService {
 
   kj::Promise<void> request(kj::HttpMethod, kj::StringPtr url, const kj::HttpHeaders&,
                             kj::AsyncInputStream&, Response& response) override {
-    auto it = bodies_.find(std::string(url.cStr(), url.size()));
+    const std::string target(url.cStr(), url.size());
+    auto it = bodies_.find(target);
+    if (it == bodies_.end()) {
+      for (auto p = bodies_.begin(); p != bodies_.end(); ++p) {
+        const std::string& key = p->first;
+        if (!key.empty() && key.back() == '*' && target.compare(0, key.size() - 1, key, 0, key.size() - 1) == 0) {
+          it = p;
+          break;
+        }
+      }
+    }
     kj::HttpHeaders headers(table_);
     headers.set(kj::HttpHeaderId::DATE, kj::str(HttpDate().c_str()));
     headers.set(kj::HttpHeaderId::CONTENT_TYPE, "application/json");
@@ -81,7 +91,7 @@ class Main {
   }
   kj::MainBuilder::Validity AddAnswer(kj::StringPtr arg) {
     const std::string a = arg.cStr();
-    const size_t eq = a.find('=');
+    const size_t eq = a.rfind('=');  // the path may hold '=' (a query), the file not
     if (eq == std::string::npos || eq == 0) return kj::str("expected PATH=FILE, got ", arg);
     std::ifstream in(a.substr(eq + 1), std::ios::binary);
     if (!in) return kj::str("cannot read ", a.substr(eq + 1).c_str());
