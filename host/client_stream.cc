@@ -2,6 +2,7 @@
 
 #include <time.h>
 
+#include <cstring>
 #include <ctime>
 
 namespace mp::host {
@@ -94,8 +95,7 @@ kj::Promise<void> ClientStream::WriteAfterFlush(kj::Function<kj::Promise<void>()
 kj::Promise<void> ClientStream::write(const void* buffer, size_t size) {
   StartResponse();
   const auto* bytes = static_cast<const kj::byte*>(buffer);
-  if (expect_body_ && held_head_.size() == 0 && size > 5 &&
-      kj::StringPtr(reinterpret_cast<const char*>(bytes), 5) == "HTTP/") {
+  if (expect_body_ && held_head_.size() == 0 && size > 5 && std::memcmp(bytes, "HTTP/", 5) == 0) {
     expect_body_ = false;
     held_head_ = kj::heapArray<kj::byte>(bytes, size);
     // Should the body not follow within this turn, the head goes alone.
