@@ -1,5 +1,7 @@
 #include "host/generation.h"
 
+#include <sched.h>
+
 #include <fcntl.h>
 #include <signal.h>
 #include <sys/mman.h>
@@ -20,6 +22,17 @@
 #include "shm/sys.h"
 
 namespace mp::host {
+
+uint32_t HelperEnv::SpinFor(uint32_t configured) const {
+  if (configured == 0 || !count_workers) return configured;
+  static const size_t cpus = [] {
+    cpu_set_t set;
+    CPU_ZERO(&set);
+    if (::sched_getaffinity(0, sizeof set, &set) != 0) return size_t{1};
+    return static_cast<size_t>(CPU_COUNT(&set));
+  }();
+  return count_workers() + 1 > cpus ? 0 : configured;
+}
 namespace {
 
 using microproc::MessageKind;

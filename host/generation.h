@@ -8,6 +8,7 @@
 #include <kj/timer.h>
 
 #include <cstdint>
+#include <functional>
 #include <deque>
 #include <map>
 #include <memory>
@@ -32,6 +33,14 @@ struct HelperEnv {
   const HelperLauncher& launcher;
   ModuleOutput& output;
   ChildReaper& reaper;
+  // Workers of every module, for the spin decision (SpinFor); unset: unknown.
+  std::function<size_t()> count_workers = nullptr;
+
+  // The spin a new worker gets: its module's `spinIterations`, unless the workers of every
+  // module (this one included) and the host's own thread outnumber the CPUs this process may
+  // run on. Then a spinning worker only takes a core from the host or another worker, which
+  // must then wake it anyway: 0.
+  uint32_t SpinFor(uint32_t configured) const;
 };
 
 // The plugin's bytes, read once per generation into a sealed memfd: the builder and the zygote

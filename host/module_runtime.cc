@@ -251,7 +251,7 @@ WorkerChannel* ModuleRuntime::StartWorker(Generation& gen,
   const uint64_t address_space =
       gen.heap().segment_bytes + 2 * w->ring().segment().size() + config_.worker_memory_bytes;
   auto spawned = gen.Spawn(id, w->ring_fd(), w->doorbell_fd(), output->write_end.get(),
-                           address_space, config_.spin_iterations);
+                           address_space, helpers_.SpinFor(config_.spin_iterations));
   output->write_end.reset();  // the worker has its own copy now
   const uint64_t number = gen.number();
   tasks_.add(spawned.then([this, id, number, stream = output->id, ready = kj::mv(ready)](

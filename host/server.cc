@@ -127,6 +127,7 @@ std::optional<int> Server::OpenSockets(ActivatedSockets activated) {
   http_address_ = BoundAddress(http_socket.get());
 
   supervisor_ = std::make_unique<Supervisor>(io_, config_, helpers_);
+  helpers_.count_workers = [this]() { return supervisor_->WorkerCount(); };
   supervisor_->SetFactsSource([this](HostFacts& facts) { FillFacts(facts); });
   supervisor_->SetDrainHandler([this]() { RequestStop(Stop::kGraceful, "mpctl drain"); });
 

@@ -4,6 +4,7 @@
 
 #include <kj/vector.h>
 
+#include <algorithm>
 #include <set>
 
 #include "absl/strings/str_cat.h"
@@ -92,6 +93,17 @@ kj::Promise<CallResult> Supervisor::Call(absl::string_view module, CallRequest r
     return r;
   }
   return it->second->Call(std::move(request));
+}
+
+size_t Supervisor::WorkerCount() const {
+  // At least each pool's minimum: at startup the modules' first workers come up together, and
+  // each must count the others that are about to start.
+  size_t n = 0;
+  for (const auto& [name, m] : modules_) {
+    n += std::max<size_t>(m->workers().size(), m->pool().limits().min_workers);
+  }
+  for (const auto& m : removed_) n += m->workers().size();
+  return n;
 }
 
 bool Supervisor::HasModule(absl::string_view module) const {

@@ -62,6 +62,8 @@ class Supervisor final : private kj::TaskSet::ErrorHandler {
   kj::Promise<CallResult> Call(absl::string_view module, CallRequest request);
 
   bool HasModule(absl::string_view module) const;
+  // Worker processes of every module, starting ones included, and at least each pool's minimum.
+  size_t WorkerCount() const;
   std::vector<std::string> ModuleNames() const;
   // Counts an answer the front door gave for `module` without a call (e.g. 413), in metrics.
   void CountFrontDoorAnswer(absl::string_view module, uint16_t status);

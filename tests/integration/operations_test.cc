@@ -216,7 +216,10 @@ TEST(SignalTest, TermDrainsTheCallsInFlight) {
   ASSERT_TRUE(host.started()) << host.Log();
   std::atomic<int> status{0};
   std::thread slow([&] { status = HttpRequest(host.port(), "GET", "/m/misbehave/sleep?ms=1500").status; });
-  std::this_thread::sleep_for(std::chrono::milliseconds(300));
+  // TERM once the call is on a worker (however slow this machine is to send it).
+  ASSERT_TRUE(Eventually([&] {
+    return host.Mpctl({"ps", "--json"}).out.find("\"state\":\"busy\"") != std::string::npos;
+  })) << host.Log();
   ASSERT_EQ(::kill(host.pid(), SIGTERM), 0);
   EXPECT_EQ(host.Stop(15000), 0);  // Stop sends another TERM only if this one did not end it
   slow.join();
@@ -230,7 +233,9 @@ TEST(SignalTest, ASecondTermStopsAtOnce) {
   HostProcess host({"--config", dir.Write("mphost.json", Config(Misbehave("")))});
   ASSERT_TRUE(host.started()) << host.Log();
   std::thread slow([&] { HttpRequest(host.port(), "GET", "/m/misbehave/sleep?ms=8000"); });
-  std::this_thread::sleep_for(std::chrono::milliseconds(300));
+  ASSERT_TRUE(Eventually([&] {
+    return host.Mpctl({"ps", "--json"}).out.find("\"state\":\"busy\"") != std::string::npos;
+  })) << host.Log();
   const auto start = std::chrono::steady_clock::now();
   ASSERT_EQ(::kill(host.pid(), SIGTERM), 0);
   ASSERT_TRUE(LogHas(host, "event=draining")) << host.Log();
