@@ -31,7 +31,7 @@ uint32_t HelperEnv::SpinFor(uint32_t configured) const {
     if (::sched_getaffinity(0, sizeof set, &set) != 0) return size_t{1};
     return static_cast<size_t>(CPU_COUNT(&set));
   }();
-  return count_workers() + 1 > cpus ? 0 : configured;
+  return SpinForWorkers(configured, count_workers(), cpus);
 }
 namespace {
 

@@ -43,6 +43,11 @@ struct HelperEnv {
   uint32_t SpinFor(uint32_t configured) const;
 };
 
+// The rule of HelperEnv::SpinFor: `configured`, or 0 when `workers` + 1 > `cpus`.
+inline uint32_t SpinForWorkers(uint32_t configured, size_t workers, size_t cpus) {
+  return workers + 1 > cpus ? 0 : configured;
+}
+
 // The plugin's bytes, read once per generation into a sealed memfd: the builder and the zygote
 // of a generation load exactly the same code, whatever happens to the file meanwhile, and a
 // helper needs no access to its path.
