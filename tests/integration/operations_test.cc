@@ -210,6 +210,27 @@ TEST(SignalTest, Usr1ReopensTheAccessLogAndUsr2IsIgnored) {
   EXPECT_EQ(HttpRequest(host.port(), "GET", "/m/echo/").status, 200);
 }
 
+TEST(SignalTest, Usr1ReopensTheLogFileAReloadMovedEventsTo) {
+  TempDir dir;
+  const std::string config = dir.Write("mphost.json", Config(Echo()));
+  HostProcess host({"--config", config});
+  ASSERT_TRUE(host.started()) << host.Log();
+  // A reload sends the host's events to a file from then on.
+  const std::string log = dir.path() + "/mphost.log";
+  dir.Write("mphost.json", Config(Echo(), "\"logFile\":\"" + log + "\""));
+  ASSERT_EQ(::kill(host.pid(), SIGHUP), 0);
+  ASSERT_TRUE(Eventually([&] { return ReadFile(log).find("event=config_reloaded") != std::string::npos; }))
+      << host.Log() << ReadFile(log);
+  ASSERT_EQ(::rename(log.c_str(), (log + ".1").c_str()), 0);  // logrotate
+  ASSERT_EQ(::kill(host.pid(), SIGUSR1), 0);
+  ASSERT_TRUE(Eventually([&] { return ReadFile(log).find("event=logs_reopened") != std::string::npos; }))
+      << ReadFile(log + ".1");
+  EXPECT_THAT(ReadFile(log), HasSubstr("files=" + log));
+  EXPECT_THAT(ReadFile(log + ".1"), HasSubstr("event=config_reloaded"));
+  EXPECT_THAT(ReadFile(log + ".1"), Not(HasSubstr("event=logs_reopened")));
+  EXPECT_EQ(HttpRequest(host.port(), "GET", "/m/echo/").status, 200);
+}
+
 TEST(SignalTest, TermDrainsTheCallsInFlight) {
   TempDir dir;
   HostProcess host({"--config", dir.Write("mphost.json", Config(Misbehave("")))});
