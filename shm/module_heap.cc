@@ -125,7 +125,8 @@ absl::StatusOr<HeapInfo> FinishHeap(Segment& segment, absl::string_view module_n
     header->checksum = HeapChecksum({map->bytes() + kHeapHeaderBytes, used});
     header->magic = kHeapMagic;  // last: a header with the magic is complete
   }
-  if (auto s = segment.Seal(); !s.ok()) return s;
+  // The builder has exited, but its address space may be torn down a moment later.
+  if (auto s = segment.SealWhenUnmapped(absl::Seconds(2)); !s.ok()) return s;
   auto view = segment.MapShared(PROT_READ);
   if (!view.ok()) return view.status();
   auto opened = OpenHeap(view->data(), view->size(), /*verify_checksum=*/false);

@@ -5,9 +5,11 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <utility>
 
 #include "absl/strings/str_cat.h"
+#include "absl/time/clock.h"
 #include "shm/sys.h"
 
 namespace mp::shm {
@@ -73,6 +75,17 @@ absl::Status Segment::Seal() {
     return ErrnoStatus(absl::StrCat("fcntl(", name_, ", F_ADD_SEALS)"), err);
   }
   return absl::OkStatus();
+}
+
+absl::Status Segment::SealWhenUnmapped(absl::Duration patience) {
+  const absl::Time give_up = absl::Now() + patience;
+  absl::Duration pause = absl::Microseconds(100);
+  for (;;) {
+    absl::Status s = Seal();
+    if (s.ok() || !absl::IsFailedPrecondition(s) || absl::Now() >= give_up) return s;
+    absl::SleepFor(pause);
+    pause = std::min(pause * 2, absl::Milliseconds(20));
+  }
 }
 
 absl::StatusOr<int> Segment::Seals() const {

@@ -8,6 +8,7 @@
 #include "absl/status/status.h"
 #include "absl/status/statusor.h"
 #include "absl/strings/string_view.h"
+#include "absl/time/time.h"
 #include "shm/unique_fd.h"
 
 namespace mp::shm {
@@ -61,6 +62,10 @@ class Segment {
   // can change what readers see. Fails with FAILED_PRECONDITION while any writable shared
   // mapping of the memfd is alive, in this or any other process (unmap first).
   absl::Status Seal();
+  // Seal(), retried while a writable mapping is still alive, for at most `patience`. A process
+  // that has exited may keep its mappings a moment longer: anything holding a reference to its
+  // address space (a reader of /proc/<pid>/stat, for one) unmaps it when it lets go.
+  absl::Status SealWhenUnmapped(absl::Duration patience);
 
   // The seals currently set (F_GET_SEALS).
   absl::StatusOr<int> Seals() const;

@@ -11,8 +11,10 @@
 #include <cerrno>
 #include <cstring>
 #include <string>
+#include <thread>
 #include <utility>
 
+#include "absl/time/clock.h"
 #include "gmock/gmock.h"
 #include "gtest/gtest.h"
 
@@ -153,6 +155,26 @@ TEST(SegmentTest, SealFailsWhileWritableSharedMappingLives) {
   EXPECT_FALSE(seg->IsSealed());
   map->Reset();
   EXPECT_TRUE(seg->Seal().ok());
+  EXPECT_TRUE(seg->IsSealed());
+}
+
+TEST(SegmentTest, PatientSealWaitsForAMappingLetGoMeanwhileAndGivesUpOnOneThatStays) {
+  auto seg = Segment::Create("segment_test", kSize);
+  ASSERT_TRUE(seg.ok());
+  auto map = seg->MapShared(PROT_READ | PROT_WRITE);
+  ASSERT_TRUE(map.ok());
+  // Held throughout: the seal gives up after its patience, naming the cause.
+  absl::Status s = seg->SealWhenUnmapped(absl::Milliseconds(30));
+  EXPECT_EQ(s.code(), absl::StatusCode::kFailedPrecondition) << s;
+  EXPECT_FALSE(seg->IsSealed());
+  // Let go while the seal waits: it then succeeds.
+  std::thread release([&] {
+    absl::SleepFor(absl::Milliseconds(20));
+    map->Reset();
+  });
+  s = seg->SealWhenUnmapped(absl::Seconds(10));
+  release.join();
+  EXPECT_TRUE(s.ok()) << s;
   EXPECT_TRUE(seg->IsSealed());
 }
 
