@@ -80,9 +80,11 @@ kj::Promise<size_t> ClientStream::tryRead(void* buffer, size_t min_bytes, size_t
 kj::Promise<void> ClientStream::FlushHeldHead() {
   if (held_head_.size() == 0) return kj::READY_NOW;
   auto head = kj::mv(held_head_);
-  auto write = inner_->write(head.begin(), head.size()).attach(kj::mv(head)).fork();
-  flushing_ = write.addBranch().then([this]() { flushing_ = nullptr; }).fork();
-  return write.addBranch();
+  // Kept (resolved, it costs nothing) until the next flush replaces it: clearing it from its
+  // own continuation would destroy the fork while it fires.
+  flushing_ = inner_->write(head.begin(), head.size()).attach(kj::mv(head)).fork();
+  KJ_IF_MAYBE(f, flushing_) { return f->addBranch(); }
+  return kj::READY_NOW;
 }
 
 kj::Promise<void> ClientStream::WriteAfterFlush(kj::Function<kj::Promise<void>()> write) {

@@ -76,8 +76,12 @@ class FrontDoor::Connection final : public kj::HttpService {
                             Response& response) override {
     auto r = kj::heap<Request>();
     stream_.BeginRequest();
-    auto served = front_.Serve(*r, method, url, headers, body, response, stream_);
-    return served.attach(kj::mv(r), kj::defer([&stream = stream_]() { stream.EndRequest(); }));
+    auto end = kj::defer([&stream = stream_]() { stream.EndRequest(); });
+    // evalNow: a synchronous throw is a rejected promise, and EndRequest still runs.
+    auto served = kj::evalNow([&]() {
+      return front_.Serve(*r, method, url, headers, body, response, stream_);
+    });
+    return served.attach(kj::mv(r), kj::mv(end));
   }
 
  private:
@@ -141,9 +145,13 @@ kj::Promise<void> FrontDoor::Send(Request& r, kj::HttpService::Response& respons
   if (result.unavailable != Unavailable::kNone) log.cause = UnavailableName(result.unavailable);
   access_log_.Record(log);
 
+  // 204, 205 and 304 have no body in HTTP (RFC 9110 §6.4.1): whatever a module wrote is dropped.
+  if (result.status == 204 || result.status == 205 || result.status == 304) result.body.clear();
   if (!result.body.empty() && r.record.method != "HEAD") r.connection->ExpectResponseBody();
   auto stream = response.send(result.status, HttpStatusText(result.status), out,
                               static_cast<uint64_t>(result.body.size()));
+  // KJ's stream for a bodiless status refuses every write, even an empty one.
+  if (result.body.empty()) return kj::READY_NOW;
   auto body = kj::heapString(result.body.data(), result.body.size());
   auto write = stream->write(body.begin(), body.size());
   return write.attach(kj::mv(stream), kj::mv(body));

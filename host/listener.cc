@@ -132,9 +132,14 @@ bool Listener::LogLimit::Allow(kj::TimePoint now) {
   return true;
 }
 
-kj::Promise<void> Listener::Run() { return AcceptLoop(); }
+void Listener::Start() {
+  accepting_ = AcceptLoop().eagerlyEvaluate([](kj::Exception&& e) {
+    LogEvent(LogLevel::kError, "listener_error", {{"what", e.getDescription().cStr()}});
+  });
+}
 
 void Listener::StopAccepting() {
+  accepting_ = nullptr;  // before the observer it may wait on
   observer_ = nullptr;
   socket_.reset();
   KJ_IF_MAYBE(f, room_) { (*f)->fulfill(); }
@@ -220,7 +225,11 @@ void Listener::Adopt(int fd, const std::string& peer) {
   const uint64_t id = next_id_++;
   auto connection = std::make_unique<Connection>();
   connection->stream = stream.get();
-  auto served = connection->canceler.wrap(serve_(kj::mv(stream)));
+  // The stream goes with the serving promise: the pointer is cleared when that ends (found by
+  // id: the entry may be on its way out of the map by then).
+  auto served = connection->canceler.wrap(serve_(kj::mv(stream)).attach(kj::defer([this, id]() {
+    if (auto it = connections_.find(id); it != connections_.end()) it->second->stream = nullptr;
+  })));
   connections_.emplace(id, std::move(connection));
   counters_.open = connections_.size();
   tasks_.add(served.then([this, id]() { Closed(id); },
@@ -234,7 +243,7 @@ void Listener::Adopt(int fd, const std::string& peer) {
 
 void Listener::Closed(uint64_t id) {
   if (auto it = connections_.find(id); it != connections_.end()) {
-    if (it->second->stream == nullptr) --shedding_;
+    if (it->second->shed) --shedding_;
     connections_.erase(it);
   }
   counters_.open = connections_.size();
@@ -255,7 +264,7 @@ void Listener::Closed(uint64_t id) {
 bool Listener::ShedOldestIdle(const char* why) {
   Connection* oldest = nullptr;
   for (auto& [id, c] : connections_) {
-    if (c->stream == nullptr || !c->stream->idle()) continue;
+    if (c->shed || c->stream == nullptr || !c->stream->idle()) continue;
     if (oldest == nullptr || c->stream->last_active() < oldest->stream->last_active()) {
       oldest = c.get();
     }
@@ -266,7 +275,7 @@ bool Listener::ShedOldestIdle(const char* why) {
            {{"peer", oldest->stream->peer()},
             {"why", why},
             {"open", absl::StrCat(connections_.size())}});
-  oldest->stream = nullptr;
+  oldest->shed = true;
   ++shedding_;
   // Rejects its promise with DISCONNECTED now (closing the socket); Closed() erases it.
   oldest->canceler.cancel(kj::Exception(kj::Exception::Type::DISCONNECTED, __FILE__, __LINE__,

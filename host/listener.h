@@ -54,7 +54,7 @@ class Listener final : private kj::TaskSet::ErrorHandler {
   ~Listener() noexcept;
 
   // Accepts until StopAccepting(); never fails.
-  kj::Promise<void> Run();
+  void Start();
   // Closes the listening socket; connections already open go on.
   void StopAccepting();
   // Resolves once no connection is open.
@@ -71,7 +71,8 @@ class Listener final : private kj::TaskSet::ErrorHandler {
 
  private:
   struct Connection {
-    ClientStream* stream;  // owned by the serving promise; null once shed
+    ClientStream* stream = nullptr;  // owned by the serving promise; null once it is over
+    bool shed = false;
     kj::Canceler canceler;
   };
   kj::Promise<void> AcceptLoop();
@@ -87,6 +88,7 @@ class Listener final : private kj::TaskSet::ErrorHandler {
   kj::Timer& timer_;
   UniqueFd socket_;
   kj::Own<kj::UnixEventPort::FdObserver> observer_;
+  kj::Promise<void> accepting_ = nullptr;  // AcceptLoop, dropped (before observer_) to stop
   Serve serve_;
   Options options_;
   std::map<uint64_t, std::unique_ptr<Connection>> connections_;

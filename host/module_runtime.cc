@@ -152,7 +152,7 @@ std::string ModuleRuntime::failed_reason() const {
 bool ModuleRuntime::busy() const {
   if (pool_.queue_depth() > 0) return true;
   for (const auto& [id, w] : workers_) {
-    if (w->phase() == WorkerPhase::kBusy) return true;
+    if (w->phase() == WorkerPhase::kBusy || w->phase() == WorkerPhase::kCancelling) return true;
   }
   return false;
 }
@@ -545,6 +545,26 @@ void ModuleRuntime::Tick() {
     auto mem = ReadMemoryUsage(w.pid(), HeapMarker(config_.name, gen->number()));
     return mem ? mem->uss_bytes : 0;
   });
+}
+
+bool ModuleRuntime::RetireForRemoval(uint32_t grace_ms) {
+  if (removal_deadline_ == nullptr) {
+    removal_deadline_ = timer_.now() + grace_ms * kj::MILLISECONDS;
+    WorkerPool::Limits none = pool_.limits();
+    none.min_workers = 0;
+    none.max_workers = 0;
+    none.pipeline_depth = 0;
+    pool_.SetLimits(none);  // every worker retires: idle ones now, busy ones after their call
+  }
+  if (workers_.empty()) return true;
+  KJ_IF_MAYBE(deadline, removal_deadline_) {
+    if (timer_.now() >= *deadline) {
+      for (auto& [id, w] : workers_) {
+        w->Kill(ExitCause::kOperator, "its module was removed from the config and it did not stop");
+      }
+    }
+  }
+  return false;
 }
 
 void ModuleRuntime::StopAll() {

@@ -77,6 +77,11 @@ class ModuleRuntime final : private PoolOwner,
   // answers what was in flight, and kills every generation.
   void StopAll();
 
+  // A config reload removed it (it gets no more calls). Once its calls are done: no worker
+  // starts any more, idle ones get a stop frame, and those still there after `grace_ms` are
+  // killed. True once no worker is left: StopAll then waits for nothing.
+  bool RetireForRemoval(uint32_t grace_ms);
+
   // ---- State, for snapshots and /readyz ----
   const std::string& name() const { return config_.name; }
   const ModuleConfig& config() const { return config_; }
@@ -139,6 +144,7 @@ class ModuleRuntime final : private PoolOwner,
   std::map<uint64_t, std::unique_ptr<WorkerChannel>> workers_;
   uint64_t next_worker_id_ = 1;
   bool stopping_ = false;
+  kj::Maybe<kj::TimePoint> removal_deadline_;  // set once RetireForRemoval began
   kj::TaskSet tasks_;
 };
 

@@ -320,6 +320,14 @@ kj::Promise<absl::StatusOr<std::vector<std::string>>> Server::ReloadConfig(const
         LogEvent("config_reloaded", {{"changes", absl::StrJoin(changes, "; ")}});
         notifier_.Notify("READY=1\nSTATUS=serving (config reloaded)");
         return changes;
+      }, [this](kj::Exception&& e) -> Result {
+        // Not expected (every step resolves to its outcome), but a reload must never stay
+        // "running" for good.
+        reloading_ = false;
+        ++reloads_failed_;
+        LogEvent(LogLevel::kError, "config_reload_failed", {{"error", e.getDescription().cStr()}});
+        notifier_.Notify("READY=1\nSTATUS=config reload failed");
+        return absl::InternalError(e.getDescription().cStr());
       });
 }
 
@@ -383,7 +391,7 @@ int Server::Run() {
   auto stop = kj::newPromiseAndFulfiller<std::pair<Stop, std::string>>();
   stop_ = kj::mv(stop.fulfiller);
   for (int signo : {SIGTERM, SIGINT, SIGQUIT, SIGHUP, SIGUSR1, SIGUSR2}) WatchSignal(signo);
-  tasks_.add(listener_->Run());
+  listener_->Start();
   tasks_.add(control_->Run());
   LogEvent("listening", {{"http", http_address_},
                          {"control", control_address_},

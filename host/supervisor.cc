@@ -17,6 +17,7 @@ namespace mp::host {
 namespace {
 
 constexpr int kMaintenanceMs = 1000;  // idle scale-down, memory checks, breaker trials
+constexpr uint32_t kRemovalGraceMs = 5000;  // a removed module's workers, told to stop
 
 // A build that failed on its own terms fails only its module (see ModuleRuntime::Start).
 bool IsBuildFailure(const absl::Status& s) {
@@ -68,14 +69,19 @@ kj::Promise<void> Supervisor::MaintenanceLoop() {
     if (stopping_) return kj::READY_NOW;
     for (auto& [name, m] : modules_) m->Tick();
     for (auto it = removed_.begin(); it != removed_.end();) {
-      // Still starting or reloading: promises elsewhere refer to it.
-      if ((*it)->busy() || (*it)->state() == ModuleState::kStarting || (*it)->reloading()) {
-        (*it)->Tick();
+      ModuleRuntime& m = *it->runtime;
+      m.Tick();
+      // Still starting or reloading: promises elsewhere refer to it. Still busy: its calls
+      // finish first, for up to drainTimeoutMs.
+      const bool calls_left = m.busy() && timer_.now() - it->since <
+                                              config_.drain_timeout_ms * kj::MILLISECONDS;
+      if (m.state() == ModuleState::kStarting || m.reloading() || calls_left ||
+          !m.RetireForRemoval(kRemovalGraceMs)) {
         ++it;
         continue;
       }
-      LogEvent("module_removed", {{"module", (*it)->name()}});
-      (*it)->StopAll();
+      LogEvent("module_removed", {{"module", m.name()}});
+      m.StopAll();  // no worker left: nothing to wait for
       it = removed_.erase(it);
     }
     return MaintenanceLoop();
@@ -102,7 +108,7 @@ size_t Supervisor::WorkerCount() const {
   for (const auto& [name, m] : modules_) {
     n += std::max<size_t>(m->workers().size(), m->pool().limits().min_workers);
   }
-  for (const auto& m : removed_) n += m->workers().size();
+  for (const auto& m : removed_) n += m.runtime->workers().size();
   return n;
 }
 
@@ -179,7 +185,7 @@ kj::Promise<std::vector<std::string>> Supervisor::ApplyModules(std::vector<Modul
     }
     steps.add(kj::Promise<std::string>(absl::StrCat(it->first, ": removed, stops once idle")));
     LogEvent("module_removing", {{"module", it->first}});
-    removed_.push_back(std::move(it->second));
+    removed_.push_back(Removed{std::move(it->second), timer_.now()});
     it = modules_.erase(it);
   }
   config_.modules = std::move(modules);
@@ -252,7 +258,7 @@ kj::Promise<void> Supervisor::WhenIdle(uint32_t timeout_ms) {
 void Supervisor::StopAll() {
   stopping_ = true;
   for (auto& [name, m] : modules_) m->StopAll();
-  for (auto& m : removed_) m->StopAll();
+  for (auto& m : removed_) m.runtime->StopAll();
   helpers_.reaper.ReapAll(2000);
 }
 

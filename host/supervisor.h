@@ -120,7 +120,12 @@ class Supervisor final : private kj::TaskSet::ErrorHandler {
   HostConfig config_;
   HelperEnv& helpers_;
   ModuleMap modules_;
-  std::vector<std::unique_ptr<ModuleRuntime>> removed_;  // stop once idle
+  // Removed by a config reload: stopped once their calls are done and their workers gone.
+  struct Removed {
+    std::unique_ptr<ModuleRuntime> runtime;
+    kj::TimePoint since;
+  };
+  std::vector<Removed> removed_;
   uint64_t seed_;
   std::string listen_, control_;
   const std::chrono::steady_clock::time_point started_ = std::chrono::steady_clock::now();

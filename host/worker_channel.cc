@@ -201,8 +201,6 @@ void WorkerChannel::OnDeadline(uint64_t call_id, uint32_t timeout_ms) {
   }
   // The call it runs. Still computing: not dispatchable until its late answer arrives (and is
   // dropped) or the grace period ends it.
-  phase_ = WorkerPhase::kCancelling;
-  cancelled_id_ = call_id;
   const double seconds = (timer_.now() - it->received) / kj::NANOSECONDS / 1e9;
   CallResult result = HostError(504, config_.module,
                                 absl::StrCat("worker ", pid_, " of module '", config_.module,
@@ -211,6 +209,14 @@ void WorkerChannel::OnDeadline(uint64_t call_id, uint32_t timeout_ms) {
   it->fulfiller->fulfill(CallResult(result));
   it->fulfiller = nullptr;
   it->deadline = nullptr;
+  CancelHead();
+  owner_.OnCallDone(*this, &result, seconds);
+}
+
+void WorkerChannel::CancelHead() {
+  const uint64_t call_id = in_flight_.front().id;
+  phase_ = WorkerPhase::kCancelling;
+  cancelled_id_ = call_id;
   if (outgoing_ && in_flight_.size() == 1) outgoing_.reset();  // the worker drops it on the cancel
   if (replies_) replies_->Reset();
   ring_->header()->host.cancel_call_id.store(call_id, std::memory_order_release);
@@ -226,7 +232,6 @@ void WorkerChannel::OnDeadline(uint64_t call_id, uint32_t timeout_ms) {
                  tasks_.add(kj::evalLater([this, call_id]() { OnGraceOver(call_id); }));
                })
                .eagerlyEvaluate(nullptr);
-  owner_.OnCallDone(*this, &result, seconds);
 }
 
 void WorkerChannel::OnGraceOver(uint64_t call_id) {
@@ -254,6 +259,9 @@ void WorkerChannel::FinishHead(CallResult* result) {
   // The phase is settled before the owner hears of it: the pool may hand out the next call.
   if (phase_ == WorkerPhase::kBusy || phase_ == WorkerPhase::kCancelling) {
     phase_ = in_flight_.empty() ? WorkerPhase::kIdle : WorkerPhase::kBusy;
+    // The next one already missed its deadline while it waited (answered 504): it must not run
+    // unbounded, so it starts cancelled, with its grace period.
+    if (!in_flight_.empty() && !in_flight_.front().fulfiller) CancelHead();
   }
   if (retiring_ && phase_ == WorkerPhase::kIdle) Retire("");
   // A late answer (or one to a call answered 504 while it waited) only frees the worker.
@@ -282,10 +290,17 @@ void WorkerChannel::FailAll(uint16_t status, const std::string& why) {
 }
 
 void WorkerChannel::DrainResponses() {
+  // At most this many frames per pass, then the loop's other work: a worker writing frames as
+  // fast as the host reads them must not hold the event loop.
+  static constexpr int kFramesPerPass = 1024;
   bool released_chunks = false;
   responses_.ClearSleeping();
-  for (;;) {
+  for (int frames = 0;; ++frames) {
     if (kill_cause_) return;
+    if (frames == kFramesPerPass) {
+      doorbell_->Ring();  // another pass on a later turn
+      break;
+    }
     shm::FrameView frame;
     const shm::ReadStatus st = responses_.Peek(&frame);
     if (st == shm::ReadStatus::kEmpty) {
@@ -320,6 +335,9 @@ void WorkerChannel::DrainResponses() {
           replies_ = std::make_unique<microproc::MessageAssembler>(config_.max_message_bytes);
         }
         added = replies_->AddChunk(call_id, frame.payload);
+      } else if ((late_chunk_bytes_ += frame.payload.size()) > config_.max_message_bytes) {
+        added = absl::ResourceExhaustedError(absl::StrCat(
+            "(a late one) of more than ", config_.max_message_bytes, " bytes, past the limit"));
       }
       responses_.Pop();
       released_chunks = true;
@@ -332,6 +350,7 @@ void WorkerChannel::DrainResponses() {
     }
     if (late) {
       // The late answer to a call already answered with 504: dropped.
+      late_chunk_bytes_ = 0;
       responses_.Pop();
       if (replies_) replies_->Reset();
       if (call_id == cancelled_id_) {
@@ -400,13 +419,18 @@ void WorkerChannel::Kill(ExitCause cause, std::string why, uint16_t status) {
 }
 
 void WorkerChannel::OnExit(const ExitInfo& exit) {
+  // Answers it wrote before it ended are answers: read them first (its exit report may come
+  // before its doorbell), so that only calls really left unanswered fail, and a call it did
+  // finish is not taken for one it never began.
+  // Killed first, so that the pool, hearing of those answers, gives it nothing more.
+  phase_ = WorkerPhase::kKilled;
+  if (!kill_cause_) DrainResponses();
   ExitReading reading = ReadExit(exit, *ring_->header());
   const bool killed = kill_cause_.has_value();
-  phase_ = WorkerPhase::kKilled;
   if (killed) {
     reading.description = absl::StrCat(kill_why_, "; ", reading.description);
     reading.cause = *kill_cause_;
-  } else if (retiring_ && exit.signal == 0 && exit.exit_code == 0) {
+  } else if (retiring_ && exit.signal == 0 && exit.exit_code == 0 && in_flight_.empty()) {
     reading.cause = ExitCause::kRetired;
     reading.description = "retired";
   } else if (!in_flight_.empty()) {

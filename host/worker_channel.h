@@ -138,6 +138,8 @@ class WorkerChannel final : public PoolMember, private kj::TaskSet::ErrorHandler
   // behind it go back to the pool.
   void FailAll(uint16_t status, const std::string& why);
   void OnDeadline(uint64_t call_id, uint32_t timeout_ms);
+  // The call it runs was answered already (504): a cancel frame and word, and the grace period.
+  void CancelHead();
   void OnGraceOver(uint64_t call_id);
   void OnExit(const ExitInfo& exit);
   void WakeWorker();
@@ -185,6 +187,7 @@ class WorkerChannel final : public PoolMember, private kj::TaskSet::ErrorHandler
   int64_t service_ns_ = 1'000'000'000;
   uint64_t next_call_id_ = 1;
   uint64_t cancelled_id_ = 0;  // the call it runs, given up on (kCancelling)
+  uint64_t late_chunk_bytes_ = 0;  // of a late answer arriving in chunks (dropped, but bounded)
   kj::Promise<void> grace_ = nullptr;
   // A call too large for one frame, still being written as the worker makes room.
   std::optional<microproc::ChunkedSend> outgoing_;

@@ -7,6 +7,9 @@
 #include <regex>
 #include <thread>
 
+#include <sys/socket.h>
+#include <unistd.h>
+
 #include "gmock/gmock.h"
 #include "gtest/gtest.h"
 #include "host_harness.h"
@@ -147,6 +150,26 @@ TEST_F(MisbehaveTest, HandlerFailureIs500AndKeepsTheWorker) {
   EXPECT_EQ(ModuleWorkers(*host_, "misbehave"), before);
   EXPECT_EQ(HttpRequest(host_->port(), "GET", "/m/misbehave/status/418").status, 418);
   EXPECT_EQ(HttpRequest(host_->port(), "GET", "/m/misbehave/status/99").status, 502);  // not HTTP
+}
+
+// 204, 205 and 304 have no body in HTTP: the module's is dropped, and the answer arrives whole
+// on a connection that serves on.
+TEST_F(MisbehaveTest, ABodyOnABodilessStatusIsDroppedAndTheConnectionServesOn) {
+  const int fd = ConnectLoopback(host_->port());
+  ASSERT_GE(fd, 0);
+  std::string got;
+  for (const char* status : {"204", "304", "205"}) {
+    const std::string request =
+        std::string("GET /m/misbehave/status/") + status + " HTTP/1.1\r\nHost: x\r\n\r\n";
+    ASSERT_EQ(::send(fd, request.data(), request.size(), MSG_NOSIGNAL),
+              static_cast<ssize_t>(request.size()));
+    ASSERT_TRUE(ReadUntil(fd, std::string("HTTP/1.1 ") + status, 5000, &got)) << got;
+  }
+  const std::string ok = "GET /m/misbehave/ok HTTP/1.1\r\nHost: x\r\n\r\n";
+  ASSERT_EQ(::send(fd, ok.data(), ok.size(), MSG_NOSIGNAL), static_cast<ssize_t>(ok.size()));
+  EXPECT_TRUE(ReadUntil(fd, "HTTP/1.1 200", 5000, &got)) << got;
+  EXPECT_EQ(got.find("status on request"), std::string::npos) << got;
+  ::close(fd);
 }
 
 TEST_F(MisbehaveTest, AnsweringTwiceServesTheFirstAnswerAndEndsTheWorker) {
