@@ -24,6 +24,7 @@ struct CallRequest {
   HeaderList headers;
   std::string body;
   uint32_t timeout_ms = 0;  // 0: the module's callTimeoutMs
+  uint32_t depth = 0;       // module calls it is nested in (0: from HTTP); services.md
 };
 
 // Why the host answered 503 without a module's reply: a label of mphost_unavailable_total and

@@ -5,14 +5,17 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <bit>
 #include <fstream>
 #include <sstream>
 
+#include "absl/strings/numbers.h"
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_join.h"
 #include "host/config_json.h"
 #include "host/net_address.h"
+#include "host/service_rules.h"
 #include "schemas/config.capnp.h"
 
 namespace mp::host {
@@ -231,7 +234,72 @@ absl::StatusOr<HostConfig> ParseConfig(absl::string_view json, absl::string_view
       if (path.empty()) return error(absl::StrCat("dataFiles.", S(d.getKey())), "empty path");
       mc.data_files.emplace_back(S(d.getKey()), path[0] == '/' ? path : absl::StrCat(base_dir, "/", path));
     }
+    {
+      const auto limits = m.getServiceLimits();
+      mc.service_limits.max_requests = limits.getMaxRequests();
+      mc.service_limits.max_bytes_out = uint64_t{limits.getMaxBytesOutKb()} << 10;
+      mc.service_limits.max_bytes_in = uint64_t{limits.getMaxBytesInKb()} << 10;
+      mc.service_limits.max_depth = limits.getMaxDepth();
+      if (mc.service_limits.max_depth > 16) return error("serviceLimits.maxDepth", "must be at most 16");
+    }
+    for (auto sv : m.getServices()) {
+      ServiceConfig sc;
+      sc.name = S(sv.getName());
+      const std::string at = absl::StrCat("services.", sc.name);
+      if (!ValidModuleName(sc.name)) {
+        return error(at, absl::StrCat("'", sc.name, "' must match [a-z0-9_-]{1,32}"));
+      }
+      sc.timeout_ms = sv.getTimeoutMs();
+      if (sc.timeout_ms < 1) return error(at + ".timeoutMs", "must be > 0");
+      if (sv.hasRedis() == sv.hasModule()) {
+        return error(at, "needs exactly one of \"redis\" and \"module\"");
+      }
+      if (sv.hasRedis()) {
+        const auto r = sv.getRedis();
+        sc.is_redis = true;
+        const std::string address = S(r.getAddress());
+        const size_t colon = address.rfind(':');
+        int port = 0;
+        if (colon == std::string::npos || colon == 0 ||
+            !absl::SimpleAtoi(address.substr(colon + 1), &port) || port < 1 || port > 65535) {
+          return error(at + ".redis.address", absl::StrCat("'", address, "' is not HOST:PORT"));
+        }
+        sc.redis.host = address.substr(0, colon);
+        sc.redis.port = static_cast<uint16_t>(port);
+        sc.redis.key_prefix = S(r.getKeyPrefix());
+        if (sc.redis.key_prefix.empty()) {
+          return error(at + ".redis.keyPrefix",
+                       "required: every key the module uses must start with it");
+        }
+        for (auto c : r.getCommands()) sc.redis.commands.push_back(S(c));
+        if (auto st = NormalizeRedisCommands(&sc.redis.commands); !st.ok()) {
+          return error(at + ".redis.commands", st.message());
+        }
+        sc.redis.connections = r.getConnections();
+        if (sc.redis.connections < 1 || sc.redis.connections > 64) {
+          return error(at + ".redis.connections", "must be between 1 and 64");
+        }
+      } else {
+        sc.module = S(sv.getModule());
+        if (!ValidModuleName(sc.module)) {
+          return error(at + ".module", absl::StrCat("'", sc.module, "' is not a module name"));
+        }
+      }
+      mc.services.push_back(std::move(sc));
+    }
     out.modules.push_back(std::move(mc));
+  }
+  // Module services name modules of this config.
+  for (size_t i = 0; i < out.modules.size(); ++i) {
+    for (const ServiceConfig& sc : out.modules[i].services) {
+      if (sc.is_redis) continue;
+      const bool known = std::any_of(out.modules.begin(), out.modules.end(),
+                                     [&](const ModuleConfig& m) { return m.name == sc.module; });
+      if (!known) {
+        return check.Error(absl::StrCat("modules[", i, "].services.", sc.name, ".module"),
+                           absl::StrCat("no module named '", sc.module, "'"));
+      }
+    }
   }
   const auto routes = root.getRoutes();
   for (unsigned i = 0; i < routes.size(); ++i) {

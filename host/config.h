@@ -13,6 +13,34 @@
 
 namespace mp::host {
 
+// A service a module's handlers may reach through the host (docs/services.md).
+struct RedisServiceConfig {
+  std::string host;
+  uint16_t port = 0;
+  std::string key_prefix;
+  std::vector<std::string> commands;  // upper case, each one the host knows the keys of
+  uint32_t connections = 2;
+  bool operator==(const RedisServiceConfig&) const = default;
+};
+
+struct ServiceConfig {
+  std::string name;
+  bool is_redis = false;
+  RedisServiceConfig redis;  // is_redis
+  std::string module;        // !is_redis: the module it calls
+  uint32_t timeout_ms = 1000;
+  bool operator==(const ServiceConfig&) const = default;
+};
+
+// Per call, for all its service requests together.
+struct ServiceLimits {
+  uint32_t max_requests = 100;
+  uint64_t max_bytes_out = 1024ull << 10;
+  uint64_t max_bytes_in = 4096ull << 10;
+  uint32_t max_depth = 4;
+  bool operator==(const ServiceLimits&) const = default;
+};
+
 struct ModuleConfig {
   std::string name;
   std::string plugin;  // absolute path
@@ -41,6 +69,8 @@ struct ModuleConfig {
   uint32_t restart_window_ms = 10000;
   uint32_t breaker_max_cooldown_ms = 60000;  // the crash-loop breaker's trials back off to this
   bool critical = true;  // false: not needed for /readyz
+  std::vector<ServiceConfig> services;
+  ServiceLimits service_limits;
   bool operator==(const ModuleConfig&) const = default;
 };
 

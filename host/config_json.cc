@@ -263,6 +263,17 @@ bool IsOptionList(capnp::Type type) {
          fields[1].getProto().getName() == "value";
 }
 
+// A list of structs whose first field is `name`, written in JSON as an object keyed by the
+// names: a module's "services" (the modules list stays an array, as documented).
+bool IsNamedList(capnp::Type type, capnp::StructSchema::Field field) {
+  if (field.getProto().getName() != "services" || !type.isList()) return false;
+  auto element = type.asList().getElementType();
+  if (!element.isStruct()) return false;
+  auto fields = element.asStruct().getFields();
+  return fields.size() > 1 && fields[0].getProto().getName() == "name" &&
+         fields[0].getType().isText();
+}
+
 // A whole number in [lo, hi], or an error naming the range.
 absl::StatusOr<int64_t> Whole(const std::string& path, const JsonNode& n, double lo, double hi) {
   if (n.kind != JsonNode::Kind::kNumber || n.number != std::floor(n.number) ||
@@ -349,10 +360,29 @@ absl::Status SetField(const JsonNode& n, capnp::DynamicStruct::Builder out,
         }
         return absl::OkStatus();
       }
+      auto element = type.asList().getElementType();
+      if (IsNamedList(type, field) && n.kind == JsonNode::Kind::kObject) {
+        // {"<name>": {fields but name}, ...}
+        auto list = out.init(field, static_cast<unsigned>(n.members.size())).as<capnp::DynamicList>();
+        for (size_t i = 0; i < n.members.size(); ++i) {
+          const auto& [key, value] = n.members[i];
+          const std::string at = absl::StrCat(path, ".", key);
+          (*lines)[at] = value.line;
+          if (value.kind != JsonNode::Kind::kObject) {
+            return At(at, value, absl::StrCat("expected an object, got ", Shown(value)));
+          }
+          for (const auto& member : value.members) {
+            if (member.key == "name") return At(at + ".name", member.value, "the name is the key");
+          }
+          auto entry = list[static_cast<unsigned>(i)].as<capnp::DynamicStruct>();
+          entry.set("name", capnp::Text::Reader(key.c_str(), key.size()));
+          if (auto st = DecodeJson(value, entry, lines, at); !st.ok()) return st;
+        }
+        return absl::OkStatus();
+      }
       if (n.kind != JsonNode::Kind::kArray) {
         return At(path, n, absl::StrCat("expected an array, got ", Shown(n)));
       }
-      auto element = type.asList().getElementType();
       auto list = out.init(field, static_cast<unsigned>(n.items.size())).as<capnp::DynamicList>();
       for (size_t i = 0; i < n.items.size(); ++i) {
         const std::string at = absl::StrCat(path, "[", i, "]");

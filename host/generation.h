@@ -26,6 +26,8 @@
 
 namespace mp::host {
 
+class ServiceBroker;
+
 // What builds and generations need from the host; the supervisor passes it in.
 struct HelperEnv {
   kj::UnixEventPort& events;
@@ -35,6 +37,8 @@ struct HelperEnv {
   ChildReaper& reaper;
   // Workers of every module, for the spin decision (SpinFor); unset: unknown.
   std::function<size_t()> count_workers = nullptr;
+  // The services modules were granted (service_broker.h); set by the supervisor.
+  ServiceBroker* services = nullptr;
 
   // The spin a new worker gets: its module's `spinIterations`, unless the workers of every
   // module (this one included) and the host's own thread outnumber the CPUs this process may

@@ -171,6 +171,65 @@ std::string RenderMetrics(control::Snapshot::Reader snapshot) {
                            "mphost_wakeups_total{module=\"", module,
                            "\",direction=\"to_host\"} ", m.getWakeupsToHost(), "\n");
          });
+  // Services (docs/services.md): one series per module and service granted.
+  auto each_service = [&](const std::function<void(const std::string&, control::ServiceInfo::Reader,
+                                                   const std::string&)>& sample) {
+    for (auto m : modules) {
+      const std::string module = m.getName().cStr();
+      for (auto sv : m.getServices()) {
+        sample(module, sv, absl::StrCat("module=\"", module, "\",service=\"", sv.getName().cStr(), "\""));
+      }
+    }
+  };
+  absl::StrAppend(&out, "# HELP mphost_service_requests_total Service requests of handlers, by "
+                        "module, service and result: ok, refused (a rule of the grant or the "
+                        "limits), failed (Redis down, the target module failed), timeout.\n"
+                        "# TYPE mphost_service_requests_total counter\n");
+  each_service([&](const std::string&, control::ServiceInfo::Reader sv, const std::string& labels) {
+    for (auto r : sv.getResults()) {
+      absl::StrAppend(&out, "mphost_service_requests_total{", labels, ",result=\"",
+                      r.getCause().cStr(), "\"} ", r.getCount(), "\n");
+    }
+  });
+  absl::StrAppend(&out, "# HELP mphost_service_refused_total Service requests refused, by the "
+                        "rule they broke.\n# TYPE mphost_service_refused_total counter\n");
+  each_service([&](const std::string&, control::ServiceInfo::Reader sv, const std::string& labels) {
+    for (auto r : sv.getRefusedByRule()) {
+      absl::StrAppend(&out, "mphost_service_refused_total{", labels, ",rule=\"",
+                      r.getCause().cStr(), "\"} ", r.getCount(), "\n");
+    }
+  });
+  absl::StrAppend(&out, "# HELP mphost_service_request_seconds Time from a handler's service "
+                        "request to the host's answer, as the host measures it.\n"
+                        "# TYPE mphost_service_request_seconds histogram\n");
+  each_service([&](const std::string&, control::ServiceInfo::Reader sv, const std::string& labels) {
+    auto b = sv.getLatencyBounds();
+    auto c = sv.getLatencyCounts();
+    for (unsigned i = 0; i < c.size(); ++i) {
+      const std::string le = i < b.size() ? absl::StrCat(b[i]) : "+Inf";
+      absl::StrAppend(&out, "mphost_service_request_seconds_bucket{", labels, ",le=\"", le,
+                      "\"} ", c[i], "\n");
+    }
+    absl::StrAppend(&out, "mphost_service_request_seconds_sum{", labels, "} ",
+                    sv.getLatencySumSeconds(), "\n", "mphost_service_request_seconds_count{",
+                    labels, "} ", c.size() ? c[c.size() - 1] : 0, "\n");
+  });
+  absl::StrAppend(&out, "# HELP mphost_service_redis_connections Connections up to a Redis "
+                        "service.\n# TYPE mphost_service_redis_connections gauge\n");
+  each_service([&](const std::string&, control::ServiceInfo::Reader sv, const std::string& labels) {
+    if (sv.getKind() == "redis") {
+      absl::StrAppend(&out, "mphost_service_redis_connections{", labels, "} ", sv.getConnected(), "\n");
+    }
+  });
+  absl::StrAppend(&out, "# HELP mphost_service_redis_reconnects_total Connections to a Redis "
+                        "service made again after a loss.\n"
+                        "# TYPE mphost_service_redis_reconnects_total counter\n");
+  each_service([&](const std::string&, control::ServiceInfo::Reader sv, const std::string& labels) {
+    if (sv.getKind() == "redis") {
+      absl::StrAppend(&out, "mphost_service_redis_reconnects_total{", labels, "} ",
+                      sv.getReconnects(), "\n");
+    }
+  });
   Family(&out, "mphost_unavailable_total", "counter",
          "503s the host answered itself, by module and cause: starting, draining, module_failed, "
          "queue_full, no_worker.",

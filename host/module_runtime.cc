@@ -232,7 +232,8 @@ WorkerChannel* ModuleRuntime::StartWorker(Generation& gen,
                                           kj::Own<kj::PromiseFulfiller<absl::Status>> ready) {
   const uint64_t id = next_worker_id_++;
   WorkerConfig wc{config_.name,         gen.number(),         config_.ring_bytes,
-                  config_.max_message_bytes, config_.call_timeout_ms, config_.cancel_grace_ms};
+                  config_.max_message_bytes, config_.call_timeout_ms, config_.cancel_grace_ms,
+                  helpers_.services};
   auto channel = WorkerChannel::Create(id, wc, helpers_.events, timer_, *this);
   if (!channel.ok()) {
     LogEvent(LogLevel::kWarn, "worker_spawn_failed",

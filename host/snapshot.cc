@@ -8,6 +8,7 @@
 #include "absl/strings/str_format.h"
 #include "host/accounting.h"
 #include "host/off_loop.h"
+#include "host/service_broker.h"
 #include "host/sandbox_probe.h"
 
 namespace mp::host {
@@ -57,8 +58,8 @@ const char* BreakerName(RestartPolicy::Breaker b) {
 // Fills the message from the modules as they are now, with `readings` (by pid) where read.
 void Fill(const ModuleMap& modules, const HostFacts& facts,
           const std::map<pid_t, ProcReading>& readings, const ProcReading& self,
-          const ProcessStats& process,
-          const ModuleOutput& output, capnp::MallocMessageBuilder& message) {
+          const ProcessStats& process, const ModuleOutput& output,
+          const ServiceBroker& services, capnp::MallocMessageBuilder& message) {
   auto snap = message.initRoot<control::Snapshot>();
   size_t worker_count = 0, heap_count = 0;
   for (const auto& [name, m] : modules) {
@@ -110,6 +111,7 @@ void Fill(const ModuleMap& modules, const HostFacts& facts,
       out.setState(WorkerPhaseName(phase));
       out.setCalls(w->calls());
       out.setErrors(w->errors());
+      out.setServiceRequests(w->service_requests());
       out.setStartedUnixMs(w->started_unix_ms());
       out.setRestarts(w->restarts_before());
       auto r = readings.find(w->pid());
@@ -167,6 +169,7 @@ void Fill(const ModuleMap& modules, const HostFacts& facts,
     info.setReloadsOk(metrics.reloads_ok);
     info.setWakeupsToWorker(metrics.wakeups_to_worker);
     info.setWakeupsToHost(metrics.wakeups_to_host);
+    services.FillInfo(name, info);
     info.setReloadsFailed(metrics.reloads_failed);
     auto unavailable = info.initUnavailableByCause(kUnavailableCount - 1);
     for (size_t c = 0; c + 1 < kUnavailableCount; ++c) {
@@ -274,6 +277,7 @@ void Fill(const ModuleMap& modules, const HostFacts& facts,
 
 kj::Promise<kj::Own<capnp::MallocMessageBuilder>> TakeSnapshot(const ModuleMap& modules,
                                                                const ModuleOutput& output,
+                                                               const ServiceBroker& services,
                                                                HostFacts facts, bool with_proc) {
   std::vector<ProcTarget> targets;
   if (with_proc) {
@@ -295,7 +299,7 @@ kj::Promise<kj::Own<capnp::MallocMessageBuilder>> TakeSnapshot(const ModuleMap& 
   auto read = targets.empty()
                   ? kj::Promise<Readings>(Readings{{}, ProcessStats{}})
                   : RunOffLoop([targets]() { return Readings{ReadAll(targets), ReadProcessStats()}; });
-  return read.then([&modules, &output, facts = std::move(facts),
+  return read.then([&modules, &output, &services, facts = std::move(facts),
                     targets](Readings both) {
     std::vector<ProcReading>& readings = both.first;
     std::map<pid_t, ProcReading> by_pid;
@@ -308,7 +312,7 @@ kj::Promise<kj::Own<capnp::MallocMessageBuilder>> TakeSnapshot(const ModuleMap& 
       }
     }
     auto message = kj::heap<capnp::MallocMessageBuilder>();
-    Fill(modules, facts, by_pid, self, both.second, output, *message);
+    Fill(modules, facts, by_pid, self, both.second, output, services, *message);
     return message;
   });
 }

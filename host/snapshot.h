@@ -16,6 +16,8 @@
 
 namespace mp::host {
 
+class ServiceBroker;
+
 struct HostFacts {
   std::string version;
   std::string listen;
@@ -35,6 +37,7 @@ using ModuleMap = std::map<std::string, std::unique_ptr<ModuleRuntime>, std::les
 // with `with_proc` the memory and sandbox figures are read from /proc, off the event loop.
 kj::Promise<kj::Own<capnp::MallocMessageBuilder>> TakeSnapshot(const ModuleMap& modules,
                                                                const ModuleOutput& output,
+                                                               const ServiceBroker& services,
                                                                HostFacts facts, bool with_proc);
 
 }  // namespace mp::host

@@ -32,6 +32,12 @@ Supervisor::Supervisor(kj::AsyncIoContext& io, HostConfig config, HelperEnv& hel
       helpers_(helpers),
       seed_(static_cast<uint64_t>(::getpid())),
       tasks_(*this) {
+  // A module call from a handler goes through the target's pool as any call does.
+  broker_ = std::make_unique<ServiceBroker>(
+      helpers_.events, timer_,
+      [this](absl::string_view module, CallRequest request) { return Call(module, std::move(request)); });
+  broker_->Configure(config_.modules);
+  helpers_.services = broker_.get();
   for (const ModuleConfig& mc : config_.modules) {
     modules_.emplace(mc.name, std::make_unique<ModuleRuntime>(mc, helpers_, seed_++));
   }
@@ -159,6 +165,8 @@ void Supervisor::ReloadAll() {
 }
 
 kj::Promise<std::vector<std::string>> Supervisor::ApplyModules(std::vector<ModuleConfig> modules) {
+  // The new grants hold at once, for calls in flight too; new workers start from them.
+  broker_->Configure(modules);
   kj::Vector<kj::Promise<std::string>> steps;
   std::set<std::string> wanted;
   for (ModuleConfig& mc : modules) {
@@ -229,7 +237,7 @@ kj::Promise<kj::Own<capnp::MallocMessageBuilder>> Supervisor::Snapshot(bool with
   facts.uptime_ms = std::chrono::duration_cast<std::chrono::milliseconds>(
                         std::chrono::steady_clock::now() - started_)
                         .count();
-  return TakeSnapshot(modules_, helpers_.output, std::move(facts), with_proc);
+  return TakeSnapshot(modules_, helpers_.output, *broker_, std::move(facts), with_proc);
 }
 
 kj::Promise<std::string> Supervisor::MetricsText() {

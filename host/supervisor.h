@@ -28,6 +28,7 @@
 #include "host/config.h"
 #include "host/generation.h"
 #include "host/module_runtime.h"
+#include "host/service_broker.h"
 #include "host/snapshot.h"
 
 namespace mp::host {
@@ -119,6 +120,8 @@ class Supervisor final : private kj::TaskSet::ErrorHandler {
   kj::Timer& timer_;
   HostConfig config_;
   HelperEnv& helpers_;
+  // Before the modules: their workers' channels use it until they are gone.
+  std::unique_ptr<ServiceBroker> broker_;
   ModuleMap modules_;
   // Removed by a config reload: stopped once their calls are done and their workers gone.
   struct Removed {

@@ -11,6 +11,7 @@
 
 #include "absl/strings/str_cat.h"
 #include "host/call_codec.h"
+#include "host/service_codec.h"
 #include "host/log.h"
 #include "host/response_decoder.h"
 
@@ -34,6 +35,8 @@ absl::StatusOr<std::unique_ptr<WorkerChannel>> WorkerChannel::Create(uint64_t id
                                     config.ring_bytes, config.ring_bytes,
                                     config.max_message_bytes);
   if (!ring.ok()) return ring.status();
+  const bool services = config.services != nullptr && config.services->HasServices(config.module);
+  ring->header()->host.services.store(services ? 1 : 0, std::memory_order_release);
   auto bell = shm::Doorbell::Create();
   if (!bell.ok()) return bell.status();
   return std::unique_ptr<WorkerChannel>(new WorkerChannel(
@@ -133,6 +136,8 @@ bool WorkerChannel::Send(PendingCall& p, bool allow_chunks) {
   call.id = id;
   call.fulfiller = std::move(p.fulfiller);
   call.received = p.received;
+  call.depth = p.request.depth;
+  call.deadline_at = timer_.now() + timeout_ms * kj::MILLISECONDS;
   if (waits) call.request = std::move(p.request);
   // The expiry runs on a turn of its own: it may drop this promise, which must not happen
   // inside its own callback.
@@ -170,14 +175,18 @@ void WorkerChannel::PumpOutgoing() {
       if (wake) WakeWorker();
     }
   }
-  if (!outgoing_) return;
-  bool wake = false;
-  const bool done = outgoing_->Pump(requests_, &wake);
-  if (wake) WakeWorker();
-  if (done) {
-    outgoing_.reset();
-  } else if (requests_.PeerCorrupt()) {
-    Kill(ExitCause::kProtocol, "broke the ring protocol (request ring head out of range)");
+  for (auto* send : {&outgoing_, &service_out_}) {
+    if (!*send) continue;
+    bool wake = false;
+    const bool done = (*send)->Pump(requests_, &wake);
+    if (wake) WakeWorker();
+    if (!done) {
+      if (requests_.PeerCorrupt()) {
+        Kill(ExitCause::kProtocol, "broke the ring protocol (request ring head out of range)");
+      }
+      return;  // the rest once the worker makes room; nothing may overtake it
+    }
+    send->reset();
   }
 }
 
@@ -213,8 +222,16 @@ void WorkerChannel::OnDeadline(uint64_t call_id, uint32_t timeout_ms) {
   owner_.OnCallDone(*this, &result, seconds);
 }
 
+void WorkerChannel::CancelService() {
+  ++service_token_;
+  service_pending_ = false;
+  service_ = nullptr;
+  service_out_.reset();
+}
+
 void WorkerChannel::CancelHead() {
   const uint64_t call_id = in_flight_.front().id;
+  CancelService();
   phase_ = WorkerPhase::kCancelling;
   cancelled_id_ = call_id;
   if (outgoing_ && in_flight_.size() == 1) outgoing_.reset();  // the worker drops it on the cancel
@@ -243,6 +260,7 @@ void WorkerChannel::OnGraceOver(uint64_t call_id) {
 }
 
 void WorkerChannel::FinishHead(CallResult* result) {
+  if (service_pending_) CancelService();  // answered while it waited: a hostile worker's doing
   InFlight head = std::move(in_flight_.front());
   in_flight_.pop_front();
   const kj::TimePoint now = timer_.now();
@@ -348,6 +366,13 @@ void WorkerChannel::DrainResponses() {
       }
       continue;
     }
+    if (late && kind == shm::FrameKind::kServiceRequest) {
+      // A request of a call already given up on: dropped; the worker has its cancel.
+      late_chunk_bytes_ = 0;
+      responses_.Pop();
+      if (replies_) replies_->Reset();
+      continue;
+    }
     if (late) {
       // The late answer to a call already answered with 504: dropped.
       late_chunk_bytes_ = 0;
@@ -360,6 +385,29 @@ void WorkerChannel::DrainResponses() {
       }
       ++calls_;
       FinishHead(nullptr);
+      continue;
+    }
+    if (kind == shm::FrameKind::kServiceRequest) {
+      // Copied out (or reassembled) before it is read, like a reply.
+      kj::Array<capnp::word> words;
+      if (replies_ && replies_->active()) {
+        auto whole = replies_->Complete(call_id, frame.payload);
+        if (whole.ok()) {
+          words = kj::heapArray<capnp::word>(whole->size());
+          std::memcpy(words.begin(), whole->begin(), whole->size() * sizeof(capnp::word));
+        }
+        replies_->Reset();
+      } else if (frame.payload.size() % sizeof(capnp::word) == 0) {
+        words = kj::heapArray<capnp::word>(frame.payload.size() / sizeof(capnp::word));
+        std::memcpy(words.begin(), frame.payload.data(), frame.payload.size());
+      }
+      responses_.Pop();
+      released_chunks = true;
+      if (words.size() == 0) {
+        Kill(ExitCause::kProtocol, "broke the ring protocol (a malformed service request frame)");
+        return;
+      }
+      OnServiceRequest(call_id, words);
       continue;
     }
     // Copy out before validating: the worker can rewrite shared memory at any time.
@@ -392,6 +440,75 @@ void WorkerChannel::DrainResponses() {
   if (released_chunks) shm::WakeFutexConsumerIfSleeping(&ring_->header()->request);
 }
 
+void WorkerChannel::OnServiceRequest(uint64_t call_id, kj::ArrayPtr<const capnp::word> words) {
+  if (service_pending_) {
+    Kill(ExitCause::kProtocol,
+         "broke the ring protocol (a service request while its previous one was unanswered)");
+    return;
+  }
+  auto request = DecodeServiceRequest(words);
+  if (!request.ok()) {
+    Kill(ExitCause::kProtocol,
+         absl::StrCat("broke the ring protocol (", request.status().message(), ")"));
+    return;
+  }
+  ++service_requests_;
+  InFlight& head = in_flight_.front();
+  const kj::TimePoint now = timer_.now();
+  ServiceCaller caller{config_.module, head.depth, head.deadline_at - now};
+  if (config_.services == nullptr) {
+    SendServiceAnswer(call_id, FailedAnswer(ServiceAnswer::Outcome::kRefused,
+                                            "unknown_service: this module has no services"));
+    return;
+  }
+  ServiceBroker& broker = *config_.services;
+  if (auto refusal = broker.Admit(caller, request->service, request->bytes, head.services)) {
+    ServiceAnswer answer = FailedAnswer(
+        ServiceAnswer::Outcome::kRefused,
+        absl::StrCat(ServiceRuleName(refusal->rule), ": ", refusal->message));
+    broker.Record(config_.module, request->service, answer, 0);
+    SendServiceAnswer(call_id, answer);
+    return;
+  }
+  service_pending_ = true;
+  const uint64_t token = ++service_token_;
+  std::string service = request->service;
+  // The answer is handled on a turn of its own: handling it may drop `service_`, which must
+  // not happen inside its own callback.
+  service_ = broker.Perform(caller, *std::move(request))
+                 .then([this, token, service = std::move(service), now](ServiceAnswer answer) mutable {
+                   tasks_.add(kj::evalLater(
+                       [this, token, service = std::move(service), now,
+                        answer = std::move(answer)]() mutable {
+                         OnServiceAnswer(token, std::move(service), std::move(answer), now);
+                       }));
+                 })
+                 .eagerlyEvaluate([this](kj::Exception&& e) { taskFailed(kj::mv(e)); });
+}
+
+void WorkerChannel::OnServiceAnswer(uint64_t token, std::string service, ServiceAnswer answer,
+                                    kj::TimePoint started) {
+  if (token != service_token_ || !service_pending_ || kill_cause_ || in_flight_.empty()) return;
+  service_pending_ = false;
+  InFlight& head = in_flight_.front();
+  if (!head.fulfiller) return;  // given up on meanwhile
+  ServiceBroker& broker = *config_.services;
+  ServiceCaller caller{config_.module, head.depth, head.deadline_at - timer_.now()};
+  broker.AdmitAnswer(caller, service, head.services, answer);
+  broker.Record(config_.module, service, answer,
+                (timer_.now() - started) / kj::NANOSECONDS / 1e9);
+  SendServiceAnswer(head.id, answer);
+}
+
+void WorkerChannel::SendServiceAnswer(uint64_t call_id, const ServiceAnswer& answer) {
+  if (service_out_) {
+    Kill(ExitCause::kProtocol, "broke the ring protocol (a service request while an answer was being sent)");
+    return;
+  }
+  service_out_.emplace(shm::FrameKind::kServiceReply, call_id, EncodeServiceReply(answer));
+  PumpOutgoing();
+}
+
 void WorkerChannel::Retire(absl::string_view) {
   retiring_ = true;
   if (kill_cause_ || phase_ == WorkerPhase::kStopping) return;
@@ -414,6 +531,7 @@ void WorkerChannel::Kill(ExitCause cause, std::string why, uint16_t status) {
   outgoing_.reset();
   replies_.reset();
   grace_ = nullptr;
+  CancelService();
   if (pidfd_) SignalChild(pidfd_.get(), SIGKILL);
   FailAll(status, absl::StrCat("worker ", pid_, " of module '", config_.module, "' ", kill_why_));
 }
@@ -442,6 +560,7 @@ void WorkerChannel::OnExit(const ExitInfo& exit) {
   }
   if (!killed) kill_cause_ = reading.cause;
   outgoing_.reset();
+  CancelService();
   owner_.OnWorkerExit(*this, reading);
 }
 

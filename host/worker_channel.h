@@ -37,6 +37,7 @@
 #include "host/exit_cause.h"
 #include "host/pool_member.h"
 #include "host/process.h"
+#include "host/service_broker.h"
 #include "microproc/ring_message.h"
 #include "shm/doorbell.h"
 #include "shm/ring.h"
@@ -51,6 +52,8 @@ struct WorkerConfig {
   uint64_t max_message_bytes = 1 << 20;
   uint32_t call_timeout_ms = 10000;
   uint32_t cancel_grace_ms = 1000;
+  // The services its module was granted (none: null). Must outlive the channel.
+  ServiceBroker* services = nullptr;
 };
 
 class WorkerChannel final : public PoolMember, private kj::TaskSet::ErrorHandler {
@@ -105,6 +108,7 @@ class WorkerChannel final : public PoolMember, private kj::TaskSet::ErrorHandler
   pid_t pid() const { return pid_; }
   pid_t helper_pid() const { return helper_pid_; }
   uint64_t errors() const { return errors_; }
+  uint64_t service_requests() const { return service_requests_; }
   int64_t started_unix_ms() const { return started_unix_ms_; }
   uint64_t restarts_before() const { return restarts_before_; }
   void set_restarts_before(uint64_t n) { restarts_before_ = n; }
@@ -142,6 +146,13 @@ class WorkerChannel final : public PoolMember, private kj::TaskSet::ErrorHandler
   void CancelHead();
   void OnGraceOver(uint64_t call_id);
   void OnExit(const ExitInfo& exit);
+  // A service request of the call it runs (the final frame of its message, copied out).
+  void OnServiceRequest(uint64_t call_id, kj::ArrayPtr<const capnp::word> words);
+  void OnServiceAnswer(uint64_t token, std::string service, ServiceAnswer answer,
+                       kj::TimePoint started);
+  void SendServiceAnswer(uint64_t call_id, const ServiceAnswer& answer);
+  // Drops the service request in progress, if any (its call is over, cancelled or dead).
+  void CancelService();
   void WakeWorker();
   // The event loop's clock, in ms: what the pool compares last_active_ms() with.
   int64_t MonotonicMs() const;
@@ -179,6 +190,9 @@ class WorkerChannel final : public PoolMember, private kj::TaskSet::ErrorHandler
     CallRequest request;  // kept while it waits behind another, to run elsewhere if need be
     kj::TimePoint received = kj::origin<kj::TimePoint>();
     kj::Promise<void> deadline = nullptr;
+    kj::TimePoint deadline_at = kj::origin<kj::TimePoint>();
+    uint32_t depth = 0;  // module calls it is nested in
+    ServiceUsage services;
   };
   std::deque<InFlight> in_flight_;
   kj::TimePoint head_started_ = kj::origin<kj::TimePoint>();  // when it began the one it runs
@@ -193,6 +207,17 @@ class WorkerChannel final : public PoolMember, private kj::TaskSet::ErrorHandler
   std::optional<microproc::ChunkedSend> outgoing_;
   bool cancel_unsent_ = false;  // the ring was full of its chunks: cancel once there is room
   std::unique_ptr<microproc::MessageAssembler> replies_;  // a reply arriving in chunks
+
+  // The service request of the call it runs, while the host performs it: one at a time (the
+  // handler waits). `service_token_` changes whenever it is dropped, so that an answer that
+  // comes anyway is recognized as stale.
+  kj::Promise<void> service_ = nullptr;
+  bool service_pending_ = false;
+  uint64_t service_token_ = 0;
+  uint64_t service_requests_ = 0;
+  // A service answer waiting to be written behind `outgoing_`, or written as the worker makes
+  // room.
+  std::optional<microproc::ChunkedSend> service_out_;
 
   kj::Own<kj::UnixEventPort::FdObserver> bell_observer_;
   kj::Promise<void> watches_ = nullptr;

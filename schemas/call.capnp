@@ -38,3 +38,38 @@ struct Error {
     cancelled @3;
   }
 }
+
+# ---- Services: the host brokers I/O for a handler (ABI 1.1) ----
+# A handler asks through its response ring (frame kind kServiceRequest, the id of the call it
+# serves); the host checks the request against the module's grant, performs it on its event
+# loop, and answers on the request ring (kServiceReply, same id). One request at a time per
+# call: the handler waits for each answer.
+
+struct ServiceRequest {
+  service @0 :Text;      # the name the module's config gives the service
+  union {
+    redis @1 :List(Data);  # a Redis command as its argument vector
+    call @2 :Call;         # a call to another module
+  }
+}
+
+struct RedisValue {
+  union {
+    nil @0 :Void;
+    integer @1 :Int64;
+    string @2 :Data;
+    status @3 :Text;
+    error @4 :Text;
+    array @5 :List(RedisValue);
+  }
+}
+
+struct ServiceReply {
+  union {
+    # The host refused the request, or could not perform it: the message names the rule it
+    # broke or the failure (Redis unreachable, deadline, ...).
+    failed @0 :Text;
+    redis @1 :RedisValue;
+    call @2 :Reply;
+  }
+}

@@ -81,6 +81,33 @@ struct Module {
   pipelineDepth @26 :UInt32 = 2;       # when every worker is busy and the pool is at its size,
                                        # calls that may wait in a busy worker's ring behind the
                                        # one it runs (it takes them without a wake-up); 0-16
+  services @27 :List(Service);         # in JSON: {"<name>": {"redis": {...}} or
+                                       # {"<name>": {"module": "<module>"}}; what its handlers
+                                       # may reach through the host (docs/services.md)
+  serviceLimits @28 :ServiceLimits;    # per call, for all its service requests together
+}
+
+# A service brokered by the host for a module's handlers: exactly one of redis or module.
+struct Service {
+  name @0 :Text;            # the key in "services"; [a-z0-9_-]{1,32}
+  redis @1 :RedisService;
+  module @2 :Text;          # another module of this config, called through its pool
+  timeoutMs @3 :UInt32 = 1000;  # each request at most this long (the call's deadline too)
+}
+
+struct RedisService {
+  address @0 :Text;         # HOST:PORT of the Redis server
+  keyPrefix @1 :Text;       # required: every key argument must start with it
+  commands @2 :List(Text);  # the commands the module may send (docs/services.md lists those
+                            # the host knows the key positions of)
+  connections @3 :UInt32 = 2;  # kept open, shared by the module's workers
+}
+
+struct ServiceLimits {
+  maxRequests @0 :UInt32 = 100;     # service requests per call
+  maxBytesOutKb @1 :UInt32 = 1024;  # request bytes per call (arguments, bodies)
+  maxBytesInKb @2 :UInt32 = 4096;   # reply bytes per call
+  maxDepth @3 :UInt32 = 4;          # module calls nested at most this deep (against cycles)
 }
 
 # Each layer can be switched off for debugging, for the helpers that load the plugin (builder,

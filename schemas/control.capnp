@@ -23,6 +23,7 @@ struct WorkerInfo {
   heapResidentBytes @11 :UInt64;     # Rss of its heap mapping
   heapPrivatizedBytes @12 :UInt64;   # Anonymous of its heap mapping: pages a write copied
   restarts @13 :UInt64;              # workers of its module restarted before it started
+  serviceRequests @14 :UInt64;       # service requests its handlers made (docs/services.md)
 }
 
 struct HeapInfo {
@@ -120,7 +121,23 @@ struct ModuleInfo {
   reloadsFailed @40 :UInt64;
   unavailableByCause @41 :List(CauseCount);
   wakeupsToWorker @42 :UInt64;      # futex wakes the host made for its sleeping workers
-  wakeupsToHost @43 :UInt64;        # doorbell rings its workers made for the sleeping host  # 503s the host gave itself: starting | draining | module_failed | queue_full | no_worker
+  wakeupsToHost @43 :UInt64;        # doorbell rings its workers made for the sleeping host
+  services @44 :List(ServiceInfo);  # what its handlers may reach through the host
+  serviceRequests @45 :UInt64;      # service requests answered, every service together  # 503s the host gave itself: starting | draining | module_failed | queue_full | no_worker
+}
+
+# One service granted to a module, and what its handlers asked of it.
+struct ServiceInfo {
+  name @0 :Text;                 # "" collects refusals of services the module was not granted
+  kind @1 :Text;                 # redis | module | none
+  target @2 :Text;               # HOST:PORT, or the module called
+  results @3 :List(CauseCount);  # ok | refused | failed | timeout
+  refusedByRule @4 :List(CauseCount);
+  latencyBounds @5 :List(Float64);  # as ModuleInfo's, for answered requests
+  latencyCounts @6 :List(UInt64);
+  latencySumSeconds @7 :Float64;
+  connected @8 :UInt32;          # redis: connections up now
+  reconnects @9 :UInt64;         # redis: connections made again after a loss
 }
 
 struct StatusCount {

@@ -16,9 +16,11 @@ constexpr uint64_t AlignFrame(uint64_t n) { return (n + kFrameAlign - 1) & ~(kFr
 
 constexpr uint32_t KindBit(FrameKind k) { return 1u << static_cast<uint32_t>(k); }
 constexpr uint32_t kRequestKinds = KindBit(FrameKind::kCall) | KindBit(FrameKind::kCancel) |
-                                   KindBit(FrameKind::kStop) | KindBit(FrameKind::kChunk);
-constexpr uint32_t kResponseKinds =
-    KindBit(FrameKind::kReply) | KindBit(FrameKind::kError) | KindBit(FrameKind::kChunk);
+                                   KindBit(FrameKind::kStop) | KindBit(FrameKind::kChunk) |
+                                   KindBit(FrameKind::kServiceReply);
+constexpr uint32_t kResponseKinds = KindBit(FrameKind::kReply) | KindBit(FrameKind::kError) |
+                                    KindBit(FrameKind::kChunk) |
+                                    KindBit(FrameKind::kServiceRequest);
 
 bool ValidCapacity(uint64_t c) { return c >= 4096 && std::has_single_bit(c); }
 

@@ -28,8 +28,12 @@ enum class FrameKind : uint32_t {
   // message follow each other; the message's own kind (kCall, kReply, kError) ends it.
   kChunk = 6,
   kPad = 7,     // filler to the end of the ring; never delivered
+  // A handler's request for a service the host brokers (mp.call.ServiceRequest), and the
+  // host's answer (mp.call.ServiceReply), both with the id of the call the handler serves.
+  kServiceRequest = 8,  // worker → host
+  kServiceReply = 9,    // host → worker
 };
-inline constexpr uint32_t kMaxFrameKind = 7;
+inline constexpr uint32_t kMaxFrameKind = 9;
 
 // Publication. The first 8 bytes of a frame header (length | kind << 32) are its publication
 // word: the producer writes the payload and the call id, zeroes the word of the slot after
@@ -82,6 +86,10 @@ struct HostBlock {
   // The call the host gave up on (deadline): a handler polling mp_reply.cancelled sees it and
   // may return early. 0 = none.
   alignas(64) std::atomic<uint64_t> cancel_call_id;
+  // 1 if the module was granted services (config "services"): the worker then copies each
+  // call out of the ring before its handler runs, so that it can read the host's service
+  // answers, which arrive behind it, while the handler still holds the call.
+  std::atomic<uint32_t> services;
 };
 
 struct RingFileHeader {

@@ -64,7 +64,7 @@ class MisbehaveTest : public ::testing::TestWithParam<Behaviour> {
         "{\"modules\":[{\"name\":\"echo\",\"plugin\":\"" + ModuleDir() +
             "/libecho.so\",\"workers\":1},{\"name\":\"misbehave\",\"plugin\":\"" +
             ModuleDir() +
-            "/libmisbehave.so\",\"workers\":2,\"callTimeoutMs\":500,\"maxRestarts\":100,"
+            "/libmisbehave.so\",\"workers\":2,\"callTimeoutMs\":1500,\"maxRestarts\":100,"
             "\"workerMemoryMb\":128}]}");
     host_ = &configured_->host();
     ASSERT_TRUE(host_->started()) << host_->Log();
@@ -117,7 +117,7 @@ INSTANTIATE_TEST_SUITE_P(
         Behaviour{"/abort", 502, "killed by SIGABRT"},
         Behaviour{"/exit", 502, "died during the call: exited with status 0"},
         Behaviour{"/stack", 502, "killed by SIGSEGV"},
-        Behaviour{"/spin", 504, "missed its deadline of 500 ms"},
+        Behaviour{"/spin", 504, "missed its deadline of 1500 ms"},
         Behaviour{"/alloc", 502, "ran out of memory"},
         Behaviour{"/write-heap", 502, "killed by SIGSEGV"},
         Behaviour{"/open", 502, "module 'misbehave' called forbidden syscall openat"},
@@ -191,7 +191,7 @@ TEST_F(MisbehaveTest, CancelledCallThatStopsKeepsItsWorker) {
   const auto before = ModuleWorkers(*host_, "misbehave");
   HttpResponse r = HttpRequest(host_->port(), "GET", "/m/misbehave/spin-cooperative");
   EXPECT_EQ(r.status, 504);
-  EXPECT_THAT(r.body, HasSubstr("missed its deadline of 500 ms"));
+  EXPECT_THAT(r.body, HasSubstr("missed its deadline of 1500 ms"));
   // The handler saw the cancel and returned: its answer is dropped, the worker lives on.
   for (int i = 0; i < 4; ++i) {
     EXPECT_EQ(HttpRequest(host_->port(), "GET", "/m/misbehave/ok").status, 200);

@@ -121,14 +121,15 @@ int Ps(control::Control::Client& ctl, kj::WaitScope& ws, const Options& opt) {
     PrintResponse(resp);
     return 0;
   }
-  std::printf("%-8s %-16s %4s %-10s %10s %7s %8s %6s %10s %10s %10s %10s  %s\n", "PID", "MODULE",
-              "GEN", "STATE", "CALLS", "ERRORS", "RESTARTS", "AGE", "RSS", "PSS", "USS",
-              "HEAP-PRIV", "SANDBOX");
+  std::printf("%-8s %-16s %4s %-10s %10s %7s %8s %8s %6s %10s %10s %10s %10s  %s\n", "PID",
+              "MODULE", "GEN", "STATE", "CALLS", "ERRORS", "SVC", "RESTARTS", "AGE", "RSS", "PSS",
+              "USS", "HEAP-PRIV", "SANDBOX");
   for (auto w : resp.getWorkers()) {
-    std::printf("%-8d %-16s %4llu %-10s %10llu %7llu %8llu %6s %10s %10s %10s %10s  %s\n",
+    std::printf("%-8d %-16s %4llu %-10s %10llu %7llu %8llu %8llu %6s %10s %10s %10s %10s  %s\n",
                 w.getPid(), w.getModule().cStr(), static_cast<unsigned long long>(w.getGeneration()),
                 w.getState().cStr(), static_cast<unsigned long long>(w.getCalls()),
                 static_cast<unsigned long long>(w.getErrors()),
+                static_cast<unsigned long long>(w.getServiceRequests()),
                 static_cast<unsigned long long>(w.getRestarts()), Age(w.getStartedUnixMs()).c_str(),
                 Size(w.getRssBytes()).c_str(), Size(w.getPssBytes()).c_str(),
                 Size(w.getUssBytes()).c_str(), Size(w.getHeapPrivatizedBytes()).c_str(),

@@ -52,8 +52,10 @@ void DrawTop(control::Control::Client& ctl, kj::WaitScope& ws, double interval_s
                                         static_cast<unsigned long long>(status.getCalls()),
                                         Size(status.getHostPssBytes()), Size(status.getWorkerPssBytes()),
                                         status.getDraining() ? "  DRAINING" : ""));
-  absl::StrAppend(&out, absl::StrFormat("%-16s %-9s %8s %9s %9s %12s %10s\n", "MODULE", "STATE",
-                                        "CALLS/S", "P50", "P99", "WORKERS", "HEAP"));
+  absl::StrAppend(&out, absl::StrFormat("%-16s %-9s %8s %9s %9s %8s %12s %10s\n", "MODULE",
+                                        "STATE", "CALLS/S", "P50", "P99", "SVC/S", "WORKERS",
+                                        "HEAP"));
+  static std::map<std::string, uint64_t> last_services;  // service requests, by module
   for (auto m : snapshot.getModules()) {
     std::vector<uint64_t> counts;
     for (uint64_t n : m.getLatencyCounts()) counts.push_back(n);
@@ -62,21 +64,26 @@ void DrawTop(control::Control::Client& ctl, kj::WaitScope& ws, double interval_s
                             ? 0
                             : static_cast<double>(m.getCalls() - prev.first) / interval_s;
     const std::vector<uint64_t> before = prev.second.empty() ? std::vector<uint64_t>() : prev.second;
+    auto svc = last_services.find(m.getName().cStr());
+    const double svc_rate = svc == last_services.end() || interval_s <= 0
+                                ? 0
+                                : static_cast<double>(m.getServiceRequests() - svc->second) / interval_s;
+    last_services[m.getName().cStr()] = m.getServiceRequests();
     absl::StrAppend(&out, absl::StrFormat(
-        "%-16s %-9s %8.0f %9s %9s %12s %10s\n", m.getName().cStr(), m.getState().cStr(), rate,
+        "%-16s %-9s %8.0f %9s %9s %8.0f %12s %10s\n", m.getName().cStr(), m.getState().cStr(), rate,
         FormatMs(QuantileMs(m.getLatencyBounds(), counts, before, 0.5)),
-        FormatMs(QuantileMs(m.getLatencyBounds(), counts, before, 0.99)),
+        FormatMs(QuantileMs(m.getLatencyBounds(), counts, before, 0.99)), svc_rate,
         absl::StrCat(m.getWorkersReady() + m.getWorkersBusy(), " (", m.getWorkersBusy(), " busy)"),
         Size(m.getHeapBytes())));
     prev = {m.getCalls(), counts};
   }
-  absl::StrAppend(&out, absl::StrFormat("\n%-8s %-16s %4s %-9s %10s %10s %10s %10s\n", "PID",
-                                        "MODULE", "GEN", "STATE", "CALLS", "PSS", "USS",
+  absl::StrAppend(&out, absl::StrFormat("\n%-8s %-16s %4s %-9s %10s %8s %10s %10s %10s\n", "PID",
+                                        "MODULE", "GEN", "STATE", "CALLS", "SVC", "PSS", "USS",
                                         "HEAP-PRIV"));
   for (auto w : snapshot.getWorkers()) {
-    absl::StrAppend(&out, absl::StrFormat("%-8d %-16s %4d %-9s %10d %10s %10s %10s\n", w.getPid(),
+    absl::StrAppend(&out, absl::StrFormat("%-8d %-16s %4d %-9s %10d %8d %10s %10s %10s\n", w.getPid(),
                                           w.getModule().cStr(), w.getGeneration(),
-                                          w.getState().cStr(), w.getCalls(),
+                                          w.getState().cStr(), w.getCalls(), w.getServiceRequests(),
                                           Size(w.getPssBytes()), Size(w.getUssBytes()),
                                           Size(w.getHeapPrivatizedBytes())));
   }

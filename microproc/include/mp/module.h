@@ -19,6 +19,11 @@ extern "C" {
 /* Bumped on any incompatible change to the structs below. The host refuses a module whose
  * abi_version differs from its own and names both numbers. */
 #define MP_MODULE_ABI_VERSION 1u
+/* Bumped on each compatible addition: fields are only ever appended to structs the host fills,
+ * so a module built against an earlier minor loads and runs unchanged.
+ *   1.0  build, handle
+ *   1.1  mp_call.services: services brokered by the host (Redis, other modules) */
+#define MP_MODULE_ABI_MINOR 1u
 
 #define MP_MODULE_ENTRY_SYMBOL "mp_module_entry"
 
@@ -74,6 +79,57 @@ typedef struct mp_heap {
   const void* host; /* opaque to the module */
 } mp_heap;
 
+/* ---- Services (ABI 1.1): state and other modules, reached through the host ---- */
+
+/* A worker holds no socket. A handler asks the host, which checks the request against the
+ * module's grant (its config's "services"), performs it, and answers; the handler waits for
+ * the answer. Time spent waiting counts against the call's deadline. See docs/services.md. */
+
+typedef enum mp_value_type {
+  MP_VALUE_NIL = 0,
+  MP_VALUE_INTEGER = 1,
+  MP_VALUE_STRING = 2, /* a bulk string: binary-safe */
+  MP_VALUE_STATUS = 3, /* e.g. "OK" */
+  MP_VALUE_ERROR = 4,  /* the server's error reply, e.g. "WRONGTYPE ..." */
+  MP_VALUE_ARRAY = 5
+} mp_value_type;
+
+/* A Redis reply. */
+typedef struct mp_value {
+  int type; /* an mp_value_type */
+  int64_t integer;
+  mp_str str; /* STRING, STATUS and ERROR */
+  const struct mp_value* elements; /* ARRAY */
+  size_t element_count;
+} mp_value;
+
+/* Another module's answer. */
+typedef struct mp_response {
+  int status;
+  const mp_header* headers;
+  size_t header_count;
+  mp_str body;
+} mp_response;
+
+struct mp_call;
+
+typedef struct mp_services {
+  uint32_t struct_size; /* sizeof(mp_services) as the host filled it; later minors append */
+  /* Runs the Redis command argv[0..argc) on the module's service `service`. Returns 0 and sets
+   * *reply (a Redis error reply is MP_VALUE_ERROR, and still 0), or -1 and sets *error when the
+   * host refused the command (the message names the rule it broke) or could not perform it
+   * (Redis down, the call's deadline, a limit). *reply and *error stay valid until the next
+   * service request or the end of `handle`. */
+  int (*redis)(const struct mp_services* services, mp_str service, const mp_str* argv,
+               size_t argc, const mp_value** reply, mp_str* error);
+  /* Calls the module behind service `service` with `request` (its method, path, query, headers
+   * and body; request->services is ignored). Returns 0 and sets *response, whatever its status,
+   * or -1 and sets *error (refused, the depth limit, the deadline). Valid as for redis. */
+  int (*call)(const struct mp_services* services, mp_str service, const struct mp_call* request,
+              const mp_response** response, mp_str* error);
+  const void* host; /* opaque to the module */
+} mp_services;
+
 /* One call. Every pointer is valid until `handle` returns, and points into read-only memory. */
 typedef struct mp_call {
   mp_str method;
@@ -82,6 +138,8 @@ typedef struct mp_call {
   const mp_header* headers;
   size_t header_count;
   mp_str body;
+  /* ABI 1.1: never NULL when the host fills it. A module built against 1.0 does not see it. */
+  const mp_services* services;
 } mp_call;
 
 /* The answer under construction. Defaults: status 200, no headers, empty body. */

@@ -17,11 +17,13 @@
 #include <boost/interprocess/managed_external_buffer.hpp>
 #include <cstring>
 #include <exception>
+#include <initializer_list>
 #include <optional>
 #include <stdexcept>
 #include <string>
 #include <string_view>
 #include <utility>
+#include <vector>
 
 #include "mp/module.h"
 
@@ -201,6 +203,127 @@ class Heap {
   const mp_heap* heap_;
 };
 
+// ---- Services (ABI 1.1) ----
+
+// A Redis reply, read-only, valid until the next service request or the end of Handle.
+class Value {
+ public:
+  explicit Value(const mp_value* v) : v_(v) {}
+  mp_value_type type() const { return static_cast<mp_value_type>(v_->type); }
+  bool nil() const { return v_->type == MP_VALUE_NIL; }
+  bool is_error() const { return v_->type == MP_VALUE_ERROR; }
+  int64_t integer() const { return v_->integer; }
+  // The bytes of a STRING, the text of a STATUS or an ERROR; empty otherwise.
+  std::string_view str() const { return View(v_->str); }
+  // The elements of an ARRAY.
+  size_t size() const { return v_->element_count; }
+  Value operator[](size_t i) const { return Value(&v_->elements[i]); }
+
+ private:
+  const mp_value* v_;
+};
+
+// The outcome of a service request: the answer, or why the host refused it or could not
+// perform it (error(): a message naming the rule or the failure).
+template <typename T>
+class ServiceResult {
+ public:
+  static ServiceResult Ok(T value) { return ServiceResult(std::move(value), {}); }
+  static ServiceResult Failed(std::string_view error) { return ServiceResult(std::nullopt, error); }
+  bool ok() const { return value_.has_value(); }
+  explicit operator bool() const { return ok(); }
+  const T& value() const { return *value_; }
+  const T& operator*() const { return *value_; }
+  const T* operator->() const { return &*value_; }
+  std::string_view error() const { return error_; }
+
+ private:
+  ServiceResult(std::optional<T> value, std::string_view error)
+      : value_(std::move(value)), error_(error) {}
+  std::optional<T> value_;
+  std::string_view error_;
+};
+
+// Another module's answer, valid as a Value is.
+class Response {
+ public:
+  explicit Response(const mp_response* r) : r_(r) {}
+  int status() const { return r_->status; }
+  std::string_view body() const { return View(r_->body); }
+  std::optional<std::string_view> Header(std::string_view name) const {
+    for (size_t i = 0; i < r_->header_count; ++i) {
+      std::string_view n = View(r_->headers[i].name);
+      if (n.size() == name.size() && strncasecmp(n.data(), name.data(), n.size()) == 0) {
+        return View(r_->headers[i].value);
+      }
+    }
+    return std::nullopt;
+  }
+
+ private:
+  const mp_response* r_;
+};
+
+// What the host brokers for this module (its config's "services"). Each request waits for its
+// answer; the time counts against the call's deadline.
+class Services {
+ public:
+  explicit Services(const mp_services* s) : s_(s) {}
+  // False under a host older than ABI 1.1.
+  bool available() const { return s_ != nullptr; }
+
+  // A Redis command: Redis("cache", {"GET", "spell:word"}).
+  ServiceResult<Value> Redis(std::string_view service,
+                             std::initializer_list<std::string_view> args) const {
+    return Redis(service, args.begin(), args.size());
+  }
+  template <typename Range>  // of std::string_view, e.g. std::vector<std::string_view>
+  ServiceResult<Value> RedisArgv(std::string_view service, const Range& args) const {
+    std::vector<std::string_view> v(std::begin(args), std::end(args));
+    return Redis(service, v.data(), v.size());
+  }
+  ServiceResult<Value> Redis(std::string_view service, const std::string_view* args,
+                             size_t count) const {
+    if (s_ == nullptr) return ServiceResult<Value>::Failed("the host brokers no services");
+    std::vector<mp_str> argv;
+    argv.reserve(count);
+    for (size_t i = 0; i < count; ++i) argv.push_back({args[i].data(), args[i].size()});
+    const mp_value* reply = nullptr;
+    mp_str error{nullptr, 0};
+    if (s_->redis(s_, {service.data(), service.size()}, argv.data(), argv.size(), &reply,
+                  &error) != 0) {
+      return ServiceResult<Value>::Failed(View(error));
+    }
+    return ServiceResult<Value>::Ok(Value(reply));
+  }
+
+  // A call to the module behind `service`: CallModule("words", "GET", "/suggest", "w=helo").
+  ServiceResult<Response> CallModule(
+      std::string_view service, std::string_view method, std::string_view path,
+      std::string_view query = {}, std::string_view body = {},
+      std::initializer_list<std::pair<std::string_view, std::string_view>> headers = {}) const {
+    if (s_ == nullptr) return ServiceResult<Response>::Failed("the host brokers no services");
+    std::vector<mp_header> hs;
+    for (const auto& [n, v] : headers) hs.push_back({{n.data(), n.size()}, {v.data(), v.size()}});
+    mp_call request{};
+    request.method = {method.data(), method.size()};
+    request.path = {path.data(), path.size()};
+    request.query = {query.data(), query.size()};
+    request.headers = hs.data();
+    request.header_count = hs.size();
+    request.body = {body.data(), body.size()};
+    const mp_response* response = nullptr;
+    mp_str error{nullptr, 0};
+    if (s_->call(s_, {service.data(), service.size()}, &request, &response, &error) != 0) {
+      return ServiceResult<Response>::Failed(View(error));
+    }
+    return ServiceResult<Response>::Ok(Response(response));
+  }
+
+ private:
+  const mp_services* s_;
+};
+
 // One call, read-only, valid during Handle.
 class Call {
  public:
@@ -209,6 +332,8 @@ class Call {
   std::string_view path() const { return View(call_->path); }
   std::string_view query() const { return View(call_->query); }
   std::string_view body() const { return View(call_->body); }
+  // The services the host brokers for this module (ABI 1.1).
+  Services services() const { return Services(call_->services); }
   // The first header named `name` (case-insensitive), if any.
   std::optional<std::string_view> Header(std::string_view name) const {
     for (size_t i = 0; i < call_->header_count; ++i) {

@@ -128,3 +128,54 @@ TEST(NetAddressTest, CidrsContainWhatTheyShould) {
 
 }  // namespace
 }  // namespace mp::host
+
+namespace mp::host {
+namespace {
+
+std::string WithServices(const std::string& services, const std::string& more = "") {
+  return "{\"modules\": [" + Module(", \"services\": " + services + more) + "]}";
+}
+
+TEST(ConfigParseTest, ServicesAreAnObjectByName) {
+  auto c = Parse(WithServices(
+      "{\"cache\": {\"redis\": {\"address\": \"127.0.0.1:6390\", \"keyPrefix\": \"e:\", "
+      "\"commands\": [\"get\", \"SET\"]}, \"timeoutMs\": 250}, "
+      "\"self\": {\"module\": \"echo\"}}",
+      ", \"serviceLimits\": {\"maxRequests\": 7, \"maxDepth\": 2}"));
+  ASSERT_TRUE(c.ok()) << c.status();
+  const ModuleConfig& m = c->modules[0];
+  ASSERT_EQ(m.services.size(), 2u);
+  EXPECT_EQ(m.services[0].name, "cache");
+  EXPECT_TRUE(m.services[0].is_redis);
+  EXPECT_EQ(m.services[0].redis.host, "127.0.0.1");
+  EXPECT_EQ(m.services[0].redis.port, 6390);
+  EXPECT_EQ(m.services[0].redis.commands, (std::vector<std::string>{"GET", "SET"}));
+  EXPECT_EQ(m.services[0].timeout_ms, 250u);
+  EXPECT_EQ(m.services[1].module, "echo");
+  EXPECT_EQ(m.service_limits.max_requests, 7u);
+  EXPECT_EQ(m.service_limits.max_depth, 2u);
+  EXPECT_EQ(m.service_limits.max_bytes_out, 1024u << 10);  // the default
+}
+
+TEST(ConfigParseTest, ABadServiceNamesItsFieldAndTheProblem) {
+  const std::string redis = "{\"s\": {\"redis\": {\"address\": \"127.0.0.1:6390\", ";
+  EXPECT_THAT(Error(WithServices(redis + "\"commands\": [\"GET\"]}}}")),
+              HasSubstr("modules[0].services.s.redis.keyPrefix: required"));
+  EXPECT_THAT(Error(WithServices(redis + "\"keyPrefix\": \"e:\", \"commands\": [\"KEYS\"]}}}")),
+              HasSubstr("services.s.redis.commands: 'KEYS' cannot be brokered"));
+  EXPECT_THAT(Error(WithServices(redis + "\"keyPrefix\": \"e:\", \"commands\": []}}}")),
+              HasSubstr("lists no command"));
+  EXPECT_THAT(Error(WithServices("{\"s\": {\"redis\": {\"address\": \"nowhere\", "
+                                 "\"keyPrefix\": \"e:\", \"commands\": [\"GET\"]}}}")),
+              HasSubstr("'nowhere' is not HOST:PORT"));
+  EXPECT_THAT(Error(WithServices("{\"s\": {\"module\": \"nope\"}}")),
+              HasSubstr("modules[0].services.s.module: no module named 'nope'"));
+  EXPECT_THAT(Error(WithServices("{\"s\": {}}")), HasSubstr("exactly one of"));
+  EXPECT_THAT(Error(WithServices("{\"s\": {\"module\": \"echo\", \"name\": \"x\"}}")),
+              HasSubstr("the name is the key"));
+  EXPECT_THAT(Error(WithServices("{\"S!\": {\"module\": \"echo\"}}")),
+              HasSubstr("must match [a-z0-9_-]{1,32}"));
+}
+
+}  // namespace
+}  // namespace mp::host

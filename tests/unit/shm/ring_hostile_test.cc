@@ -75,12 +75,14 @@ TEST_P(BadKindTest, RequestRingRefusesKind) {
 
 INSTANTIATE_TEST_SUITE_P(UnknownOrWrongDirection, BadKindTest,
                          ::testing::Values(static_cast<uint32_t>(FrameKind::kReply),
-                                           static_cast<uint32_t>(FrameKind::kError), 8u, 31u, 32u,
-                                           33u, 0xffffffffu));
+                                           static_cast<uint32_t>(FrameKind::kError),
+                                           static_cast<uint32_t>(FrameKind::kServiceRequest), 10u,
+                                           31u, 32u, 33u, 0xffffffffu));
 
 TEST_F(RingTest, ResponseRingRefusesRequestKinds) {
   std::byte* data = request_data() + kCap;  // the response ring follows the request ring
-  for (FrameKind k : {FrameKind::kCall, FrameKind::kCancel, FrameKind::kStop}) {
+  for (FrameKind k : {FrameKind::kCall, FrameKind::kCancel, FrameKind::kStop,
+                      FrameKind::kServiceReply}) {
     FrameHeader h{0, static_cast<uint32_t>(k), 1};
     std::memcpy(data, &h, sizeof h);
     file_->header()->response.head.store(0);

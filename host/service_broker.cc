@@ -1,0 +1,277 @@
+#include "host/service_broker.h"
+
+#include <algorithm>
+#include <utility>
+
+#include "absl/strings/str_cat.h"
+#include "host/log.h"
+
+namespace mp::host {
+namespace {
+
+uint32_t Millis(kj::Duration d) {
+  const int64_t ms = d / kj::MILLISECONDS;
+  return ms <= 0 ? 0 : static_cast<uint32_t>(std::min<int64_t>(ms, UINT32_MAX));
+}
+
+}  // namespace
+
+ServiceBroker::ServiceBroker(kj::UnixEventPort& events, kj::Timer& timer, ModuleCaller call_module)
+    : events_(events), timer_(timer), call_module_(std::move(call_module)) {}
+
+ServiceBroker::~ServiceBroker() = default;
+
+void ServiceBroker::Configure(const std::vector<ModuleConfig>& modules) {
+  std::map<std::string, ModuleGrants, std::less<>> next;
+  for (const ModuleConfig& m : modules) {
+    ModuleGrants& grants = next[m.name];
+    grants.limits = m.service_limits;
+    for (const ServiceConfig& sc : m.services) {
+      Grant& g = grants.services[sc.name];
+      g.config = sc;
+      // Kept as it was (its counters, and its pool if the grant is unchanged).
+      if (Grant* old = FindGrant(m.name, sc.name)) {
+        g.stats = old->stats;
+        if (old->config == sc) g.pool = old->pool;
+      }
+      if (sc.is_redis && !g.pool) {
+        RedisPoolOptions options;
+        options.host = sc.redis.host;
+        options.port = sc.redis.port;
+        options.connections = sc.redis.connections;
+        options.label = absl::StrCat("module '", m.name, "' service '", sc.name, "'");
+        g.pool = std::make_shared<RedisPool>(events_, timer_, std::move(options));
+      }
+    }
+  }
+  for (const auto& [module, grants] : modules_) {
+    for (const auto& [service, grant] : grants.services) {
+      if (next.count(module) == 0 || next[module].services.count(service) == 0) {
+        uint64_t n = 0;
+        for (uint64_t c : grant.stats.outcomes) n += c;
+        gone_requests_[module] += n;
+      }
+    }
+  }
+  modules_ = std::move(next);
+}
+
+bool ServiceBroker::HasServices(absl::string_view module) const {
+  const ModuleGrants* m = FindModule(module);
+  if (m == nullptr) return false;
+  return std::any_of(m->services.begin(), m->services.end(),
+                     [](const auto& entry) { return !entry.first.empty(); });
+}
+
+const ServiceBroker::ModuleGrants* ServiceBroker::FindModule(absl::string_view module) const {
+  auto it = modules_.find(module);
+  return it == modules_.end() ? nullptr : &it->second;
+}
+
+ServiceBroker::Grant* ServiceBroker::FindGrant(absl::string_view module,
+                                               absl::string_view service) {
+  auto m = modules_.find(module);
+  if (m == modules_.end()) return nullptr;
+  auto g = m->second.services.find(service);
+  return g == m->second.services.end() ? nullptr : &g->second;
+}
+
+void ServiceBroker::CountRefusal(absl::string_view module, absl::string_view service,
+                                 ServiceRule rule) {
+  if (Grant* g = FindGrant(module, service)) ++g->stats.refused[rule];
+  // A service the module was not granted has no series of its own: counted under "".
+  else if (auto m = modules_.find(module); m != modules_.end()) {
+    ++m->second.services[""].stats.refused[rule];
+  }
+}
+
+std::optional<Refusal> ServiceBroker::Admit(const ServiceCaller& caller, absl::string_view service,
+                                            uint64_t request_bytes, ServiceUsage& usage) {
+  const ModuleGrants* m = FindModule(caller.module);
+  if (m == nullptr) return Refusal{ServiceRule::kUnknownService, "this module has no services"};
+  const ServiceLimits& limits = m->limits;
+  std::optional<Refusal> refusal;
+  if (usage.requests + 1 > limits.max_requests) {
+    refusal = Refusal{ServiceRule::kMaxRequests,
+                      absl::StrCat("the call has made its ", limits.max_requests,
+                                   " service requests (serviceLimits.maxRequests)")};
+  } else if (usage.bytes_out + request_bytes > limits.max_bytes_out) {
+    refusal = Refusal{ServiceRule::kMaxBytesOut,
+                      absl::StrCat("this request of ", request_bytes, " bytes would bring the call's to ",
+                                   usage.bytes_out + request_bytes, ", past serviceLimits.maxBytesOutKb (",
+                                   limits.max_bytes_out >> 10, " KiB)")};
+  }
+  if (refusal) {
+    CountRefusal(caller.module, service, refusal->rule);
+    return refusal;
+  }
+  ++usage.requests;
+  usage.bytes_out += request_bytes;
+  return std::nullopt;
+}
+
+void ServiceBroker::AdmitAnswer(const ServiceCaller& caller, absl::string_view service,
+                                ServiceUsage& usage, ServiceAnswer& answer) {
+  const ModuleGrants* m = FindModule(caller.module);
+  if (m == nullptr) return;
+  const uint64_t bytes = AnswerBytes(answer);
+  if (usage.bytes_in + bytes > m->limits.max_bytes_in) {
+    CountRefusal(caller.module, service, ServiceRule::kMaxBytesIn);
+    answer = FailedAnswer(
+        ServiceAnswer::Outcome::kRefused,
+        absl::StrCat("max_bytes_in: the answer of ", bytes, " bytes would bring the call's to ",
+                     usage.bytes_in + bytes, ", past serviceLimits.maxBytesInKb (",
+                     m->limits.max_bytes_in >> 10, " KiB)"));
+    return;
+  }
+  usage.bytes_in += bytes;
+}
+
+kj::Promise<ServiceAnswer> ServiceBroker::Perform(const ServiceCaller& caller,
+                                                  ServiceRequestData request) {
+  auto refuse = [&](ServiceRule rule, std::string why) {
+    CountRefusal(caller.module, request.service, rule);
+    return FailedAnswer(ServiceAnswer::Outcome::kRefused,
+                        absl::StrCat(ServiceRuleName(rule), ": ", why));
+  };
+  Grant* grant = FindGrant(caller.module, request.service);
+  if (grant == nullptr) {
+    return refuse(ServiceRule::kUnknownService,
+                  absl::StrCat("module '", caller.module, "' was granted no service named '",
+                               request.service, "'"));
+  }
+  if (request.is_redis != grant->config.is_redis) {
+    return refuse(ServiceRule::kWrongKind,
+                  absl::StrCat("service '", request.service, "' is ",
+                               grant->config.is_redis ? "a Redis service, not a module"
+                                                      : "a module, not a Redis service"));
+  }
+  const kj::Duration limit =
+      std::min(grant->config.timeout_ms * kj::MILLISECONDS, caller.time_left);
+  if (limit <= 0 * kj::MILLISECONDS) {
+    return FailedAnswer(ServiceAnswer::Outcome::kTimeout,
+                        "timeout: the call's deadline has passed");
+  }
+  if (request.is_redis) {
+    if (auto refusal = CheckRedisCommand(grant->config.redis, request.argv)) {
+      return refuse(refusal->rule, refusal->message);
+    }
+    return Redis(*grant, std::move(request.argv), limit);
+  }
+  const uint32_t max_depth = modules_.find(caller.module)->second.limits.max_depth;
+  if (caller.depth + 1 > max_depth) {
+    return refuse(ServiceRule::kMaxDepth,
+                  absl::StrCat("the call is already ", caller.depth,
+                               " module calls deep (serviceLimits.maxDepth ", max_depth, ")"));
+  }
+  return CallModule(*grant, caller, std::move(request.call), limit);
+}
+
+kj::Promise<ServiceAnswer> ServiceBroker::Redis(const Grant& grant, std::vector<std::string> argv,
+                                                kj::Duration limit) {
+  std::shared_ptr<RedisPool> pool = grant.pool;
+  const std::string address = absl::StrCat(grant.config.redis.host, ":", grant.config.redis.port);
+  const uint32_t ms = Millis(limit);
+  auto command = pool->Command(std::move(argv)).then([](absl::StatusOr<RedisValue> v) {
+    if (!v.ok()) return FailedAnswer(ServiceAnswer::Outcome::kFailed, std::string(v.status().message()));
+    ServiceAnswer a;
+    a.is_redis = true;
+    a.redis = *std::move(v);
+    return a;
+  });
+  auto timeout = timer_.afterDelay(limit).then([address, ms]() {
+    return FailedAnswer(ServiceAnswer::Outcome::kTimeout,
+                        absl::StrCat("timeout: redis ", address, " did not answer within ", ms,
+                                     " ms"));
+  });
+  return command.exclusiveJoin(kj::mv(timeout))
+      .attach(kj::defer([pool = std::move(pool)]() {}));
+}
+
+kj::Promise<ServiceAnswer> ServiceBroker::CallModule(const Grant& grant,
+                                                     const ServiceCaller& caller,
+                                                     CallRequest request, kj::Duration limit) {
+  request.depth = caller.depth + 1;
+  request.timeout_ms = std::max<uint32_t>(1, Millis(limit));
+  const std::string target = grant.config.module;
+  // Whatever the status (the module's, or the host's 502, 503 or 504 for it), an answer: the
+  // handler sees it and decides.
+  return call_module_(target, std::move(request)).then([](CallResult r) {
+    ServiceAnswer a;
+    a.call = std::move(r);
+    return a;
+  });
+}
+
+void ServiceBroker::Record(absl::string_view module, absl::string_view service,
+                           const ServiceAnswer& answer, double seconds) {
+  Grant* g = FindGrant(module, service);
+  if (g == nullptr) return;
+  ++g->stats.outcomes[static_cast<size_t>(answer.outcome)];
+  size_t bucket = 0;
+  while (bucket < kLatencyBucketCount - 1 && seconds > kLatencyBuckets[bucket]) ++bucket;
+  ++g->stats.latency[bucket];
+  g->stats.latency_sum_seconds += seconds;
+}
+
+uint64_t ServiceBroker::Requests(absl::string_view module) const {
+  uint64_t n = 0;
+  if (auto it = gone_requests_.find(module); it != gone_requests_.end()) n = it->second;
+  if (const ModuleGrants* m = FindModule(module)) {
+    for (const auto& [name, grant] : m->services) {
+      for (uint64_t c : grant.stats.outcomes) n += c;
+    }
+  }
+  return n;
+}
+
+void ServiceBroker::FillInfo(absl::string_view module, control::ModuleInfo::Builder info) const {
+  const ModuleGrants* m = FindModule(module);
+  info.setServiceRequests(Requests(module));
+  if (m == nullptr) return;
+  auto list = info.initServices(static_cast<unsigned>(m->services.size()));
+  unsigned i = 0;
+  for (const auto& [name, grant] : m->services) {
+    auto s = list[i++];
+    s.setName(name);
+    if (name.empty()) {
+      s.setKind("none");  // refusals of services the module was never granted
+    } else if (grant.config.is_redis) {
+      s.setKind("redis");
+      s.setTarget(absl::StrCat(grant.config.redis.host, ":", grant.config.redis.port));
+      if (grant.pool) {
+        s.setConnected(static_cast<uint32_t>(grant.pool->connected()));
+        s.setReconnects(grant.pool->reconnects());
+      }
+    } else {
+      s.setKind("module");
+      s.setTarget(grant.config.module);
+    }
+    const ServiceAnswer::Outcome outcomes[] = {
+        ServiceAnswer::Outcome::kOk, ServiceAnswer::Outcome::kRefused,
+        ServiceAnswer::Outcome::kFailed, ServiceAnswer::Outcome::kTimeout};
+    auto results = s.initResults(4);
+    for (unsigned k = 0; k < 4; ++k) {
+      results[k].setCause(OutcomeName(outcomes[k]));
+      results[k].setCount(grant.stats.outcomes[k]);
+    }
+    const size_t rule_count = sizeof(kAllServiceRules) / sizeof(kAllServiceRules[0]);
+    auto refused = s.initRefusedByRule(static_cast<unsigned>(rule_count));
+    for (unsigned k = 0; k < rule_count; ++k) {
+      refused[k].setCause(ServiceRuleName(kAllServiceRules[k]));
+      auto it = grant.stats.refused.find(kAllServiceRules[k]);
+      refused[k].setCount(it == grant.stats.refused.end() ? 0 : it->second);
+    }
+    auto bounds = s.initLatencyBounds(kLatencyBucketCount - 1);
+    for (unsigned k = 0; k + 1 < kLatencyBucketCount; ++k) bounds.set(k, kLatencyBuckets[k]);
+    auto counts = s.initLatencyCounts(kLatencyBucketCount);
+    uint64_t cumulative = 0;
+    for (unsigned k = 0; k < kLatencyBucketCount; ++k) {
+      cumulative += grant.stats.latency[k];
+      counts.set(k, cumulative);
+    }
+    s.setLatencySumSeconds(grant.stats.latency_sum_seconds);
+  }
+}
+
+}  // namespace mp::host

@@ -1,0 +1,420 @@
+// RedisPool against a real redis-server on a real KJ event loop: every reply type, binary-safe
+// arguments, large and pipelined replies, refused commands, an unreachable server, a connect
+// that times out, a restart with commands in flight, callers that give up, destruction with
+// commands pending, the reply size guard and the rate-limited connect-failure log.
+#include "host/redis_client.h"
+
+#include <kj/async-io.h>
+#include <netinet/in.h>
+#include <signal.h>
+#include <sys/socket.h>
+#include <unistd.h>
+
+#include <chrono>
+#include <functional>
+#include <set>
+#include <string>
+#include <vector>
+
+#include "absl/strings/str_cat.h"
+#include "gmock/gmock.h"
+#include "gtest/gtest.h"
+#include "shm/unique_fd.h"
+#include "tests/support/redis_server.h"
+
+namespace mp::host {
+namespace {
+
+using ::testing::HasSubstr;
+using ::testing::StartsWith;
+using Result = absl::StatusOr<RedisValue>;
+using Type = RedisValue::Type;
+
+class RedisClientTest : public ::testing::Test {
+ protected:
+  // hiredis writes with write(2): a write to a connection redis closed must not kill the test.
+  static void SetUpTestSuite() { signal(SIGPIPE, SIG_IGN); }
+
+  RedisClientTest() : io_(kj::setupAsyncIo()) {}
+  ~RedisClientTest() noexcept override {}
+
+  void SetUp() override {
+    auto server = mp::testing::RedisServer::Start();
+    ASSERT_TRUE(server.ok()) << server.status();
+    server_ = std::move(*server);
+  }
+
+  RedisPoolOptions Options() const {
+    RedisPoolOptions o;
+    o.port = server_->port();
+    o.label = "test";
+    o.min_backoff_ms = 20;
+    o.max_backoff_ms = 200;
+    return o;
+  }
+  std::string Address() const { return absl::StrCat("127.0.0.1:", server_->port()); }
+
+  kj::Timer& timer() { return io_.provider->getTimer(); }
+  kj::UnixEventPort& events() { return io_.unixEventPort; }
+
+  // Runs the loop until `pred` holds (true) or `ms` have passed: at most ms / 5 + 1 rounds of
+  // 5 ms each, and never past a wall-clock deadline.
+  bool WaitUntil(const std::function<bool()>& pred, int ms) {
+    const auto deadline = std::chrono::steady_clock::now() + std::chrono::milliseconds(ms);
+    for (int i = 0; i < ms / 5 + 1 && !pred(); ++i) {
+      if (std::chrono::steady_clock::now() >= deadline) break;
+      timer().afterDelay(5 * kj::MILLISECONDS).wait(io_.waitScope);
+    }
+    return pred();
+  }
+
+  // A pool with every connection up.
+  std::unique_ptr<RedisPool> ConnectedPool(RedisPoolOptions o) {
+    auto pool = std::make_unique<RedisPool>(events(), timer(), o);
+    EXPECT_TRUE(WaitUntil([&] { return pool->connected() == o.connections; }, 5000))
+        << pool->connected() << " of " << o.connections << " connections up";
+    return pool;
+  }
+
+  // The command's outcome; a command that does not resolve within 5 s is a failure.
+  Result Run(RedisPool& pool, std::vector<std::string> argv) {
+    return Wait(pool.Command(std::move(argv)));
+  }
+  Result Wait(kj::Promise<Result> p) {
+    return p
+        .exclusiveJoin(timer().afterDelay(5 * kj::SECONDS).then([] {
+          return Result(absl::DeadlineExceededError("test: no reply within 5 s"));
+        }))
+        .wait(io_.waitScope);
+  }
+
+  kj::AsyncIoContext io_;
+  std::unique_ptr<mp::testing::RedisServer> server_;
+};
+
+TEST_F(RedisClientTest, EveryReplyType) {
+  auto pool = ConnectedPool(Options());
+
+  Result set = Run(*pool, {"SET", "k", "v"});
+  ASSERT_TRUE(set.ok()) << set.status();
+  EXPECT_EQ(set->type, Type::kStatus);
+  EXPECT_EQ(set->str, "OK");
+
+  Result get = Run(*pool, {"GET", "k"});
+  ASSERT_TRUE(get.ok()) << get.status();
+  EXPECT_EQ(get->type, Type::kString);
+  EXPECT_EQ(get->str, "v");
+
+  Result missing = Run(*pool, {"GET", "missing"});
+  ASSERT_TRUE(missing.ok()) << missing.status();
+  EXPECT_EQ(missing->type, Type::kNil);
+
+  for (int64_t want : {1, 2}) {
+    Result incr = Run(*pool, {"INCR", "n"});
+    ASSERT_TRUE(incr.ok()) << incr.status();
+    EXPECT_EQ(incr->type, Type::kInteger);
+    EXPECT_EQ(incr->integer, want);
+  }
+
+  Result mget = Run(*pool, {"MGET", "k", "missing", "n"});
+  ASSERT_TRUE(mget.ok()) << mget.status();
+  ASSERT_EQ(mget->type, Type::kArray);
+  ASSERT_EQ(mget->elements.size(), 3u);
+  EXPECT_EQ(mget->elements[0].type, Type::kString);
+  EXPECT_EQ(mget->elements[0].str, "v");
+  EXPECT_EQ(mget->elements[1].type, Type::kNil);
+  EXPECT_EQ(mget->elements[2].str, "2");
+
+  // An error reply is a value: redis answered.
+  Result wrong = Run(*pool, {"LPUSH", "k", "x"});
+  ASSERT_TRUE(wrong.ok()) << wrong.status();
+  EXPECT_EQ(wrong->type, Type::kError);
+  EXPECT_THAT(wrong->str, StartsWith("WRONGTYPE"));
+
+  Result nested = Run(*pool, {"EVAL", "return {7, {'a', 'b'}}", "0"});
+  ASSERT_TRUE(nested.ok()) << nested.status();
+  ASSERT_EQ(nested->type, Type::kArray);
+  ASSERT_EQ(nested->elements.size(), 2u);
+  EXPECT_EQ(nested->elements[0].integer, 7);
+  ASSERT_EQ(nested->elements[1].type, Type::kArray);
+  ASSERT_EQ(nested->elements[1].elements.size(), 2u);
+  EXPECT_EQ(nested->elements[1].elements[1].str, "b");
+}
+
+TEST_F(RedisClientTest, ArgumentsAreBinarySafe) {
+  auto pool = ConnectedPool(Options());
+  const std::string key("k\0ey", 4);
+  const std::string value("a\0b\r\n$3\r\nc \"", 13);
+  Result set = Run(*pool, {"SET", key, value});
+  ASSERT_TRUE(set.ok()) << set.status();
+  EXPECT_EQ(set->str, "OK");
+  Result get = Run(*pool, {"GET", key});
+  ASSERT_TRUE(get.ok()) << get.status();
+  EXPECT_EQ(get->str, value);
+  Result other = Run(*pool, {"GET", "k"});  // the key is not cut at its NUL
+  ASSERT_TRUE(other.ok()) << other.status();
+  EXPECT_EQ(other->type, Type::kNil);
+  Result len = Run(*pool, {"STRLEN", key});
+  ASSERT_TRUE(len.ok()) << len.status();
+  EXPECT_EQ(len->integer, 13);
+}
+
+// A reply far larger than one read, and many commands in flight at once on both connections:
+// every reply reaches its own command.
+TEST_F(RedisClientTest, LargeAndPipelinedReplies) {
+  auto pool = ConnectedPool(Options());
+  std::string big(3 << 20, 'x');
+  for (size_t i = 0; i < big.size(); i += 4096) big[i] = static_cast<char>('a' + (i / 4096) % 26);
+  ASSERT_TRUE(Run(*pool, {"SET", "big", big}).ok());
+  Result got = Run(*pool, {"GET", "big"});
+  ASSERT_TRUE(got.ok()) << got.status();
+  EXPECT_TRUE(got->str == big) << "got " << got->str.size() << " bytes";
+
+  constexpr int kCommands = 2000;
+  std::vector<kj::Promise<Result>> echoes;
+  for (int i = 0; i < kCommands; ++i) {
+    echoes.push_back(pool->Command({"ECHO", absl::StrCat("echo-", i)}));
+  }
+  for (int i = 0; i < kCommands; ++i) {
+    Result r = Wait(kj::mv(echoes[i]));
+    ASSERT_TRUE(r.ok()) << i << ": " << r.status();
+    ASSERT_EQ(r->str, absl::StrCat("echo-", i));
+  }
+}
+
+TEST_F(RedisClientTest, CommandsThatPushRepliesAreRefused) {
+  auto pool = ConnectedPool(Options());
+  for (std::vector<std::string> argv :
+       std::vector<std::vector<std::string>>{{"SUBSCRIBE", "ch"},
+                                             {"psubscribe", "c*"},
+                                             {"SSUBSCRIBE", "ch"},
+                                             {"UNSUBSCRIBE"},
+                                             {"MONITOR"},
+                                             {"CLIENT", "REPLY", "OFF"},
+                                             {"HELLO", "3"},
+                                             {}}) {
+    Result r = Run(*pool, argv);
+    EXPECT_EQ(r.status().code(), absl::StatusCode::kInvalidArgument)
+        << (argv.empty() ? "(empty)" : argv[0]) << ": " << r.status();
+  }
+  Result ping = Run(*pool, {"PING"});
+  ASSERT_TRUE(ping.ok()) << ping.status();
+  EXPECT_EQ(ping->str, "PONG");
+}
+
+TEST_F(RedisClientTest, UnreachableServerFailsAtOnceNamingTheAddress) {
+  absl::StatusOr<uint16_t> port = mp::testing::FreeLoopbackPort();
+  ASSERT_TRUE(port.ok()) << port.status();
+  RedisPoolOptions o = Options();
+  o.port = *port;
+  RedisPool pool(events(), timer(), o);
+  ASSERT_TRUE(WaitUntil([&] { return pool.connect_failures() >= 4; }, 3000))
+      << pool.connect_failures();
+  EXPECT_EQ(pool.connected(), 0u);
+
+  kj::Promise<Result> p = pool.Command({"GET", "k"});
+  // Resolved without waiting for any I/O or timer.
+  ASSERT_TRUE(p.poll(io_.waitScope));
+  Result r = p.wait(io_.waitScope);
+  EXPECT_EQ(r.status().code(), absl::StatusCode::kUnavailable);
+  EXPECT_THAT(r.status().message(),
+              HasSubstr(absl::StrCat("redis 127.0.0.1:", *port, " is unreachable: ")));
+  EXPECT_THAT(r.status().message(), HasSubstr("Connection refused"));
+  EXPECT_EQ(pool.reconnects(), 0u);
+}
+
+// A listener whose accept queue is full drops further SYNs: the connect hangs until our
+// timeout, which counts as a failure and is retried.
+TEST_F(RedisClientTest, ConnectThatHangsTimesOut) {
+  UniqueFd listener(socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0));
+  ASSERT_TRUE(listener.valid());
+  sockaddr_in addr{};
+  addr.sin_family = AF_INET;
+  addr.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+  ASSERT_EQ(bind(listener.get(), reinterpret_cast<sockaddr*>(&addr), sizeof addr), 0);
+  socklen_t len = sizeof addr;
+  ASSERT_EQ(getsockname(listener.get(), reinterpret_cast<sockaddr*>(&addr), &len), 0);
+  ASSERT_EQ(listen(listener.get(), 0), 0);
+  // Fill the accept queue (never accepted).
+  std::vector<UniqueFd> fillers;
+  for (int i = 0; i < 4; ++i) {
+    UniqueFd c(socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC | SOCK_NONBLOCK, 0));
+    ASSERT_TRUE(c.valid());
+    connect(c.get(), reinterpret_cast<sockaddr*>(&addr), sizeof addr);
+    fillers.push_back(std::move(c));
+  }
+  timer().afterDelay(50 * kj::MILLISECONDS).wait(io_.waitScope);
+
+  RedisPoolOptions o = Options();
+  o.port = ntohs(addr.sin_port);
+  o.connections = 1;
+  o.connect_timeout_ms = 100;
+  RedisPool pool(events(), timer(), o);
+  ASSERT_TRUE(WaitUntil([&] { return pool.connect_failures() >= 2; }, 3000))
+      << pool.connect_failures();
+  EXPECT_EQ(pool.connected(), 0u);
+  Result r = Run(pool, {"PING"});
+  EXPECT_EQ(r.status().code(), absl::StatusCode::kUnavailable);
+  EXPECT_THAT(r.status().message(), HasSubstr("connect timed out after 100 ms"));
+}
+
+TEST_F(RedisClientTest, RestartFailsCommandsClearlyThenRecovers) {
+  auto pool = ConnectedPool(Options());
+  ASSERT_TRUE(Run(*pool, {"SET", "a", "1"}).ok());
+
+  // Commands in flight when the server goes: each fails, saying the connection was lost.
+  std::vector<kj::Promise<Result>> in_flight;
+  for (int i = 0; i < 50; ++i) in_flight.push_back(pool->Command({"INCR", "n"}));
+  server_->Stop();
+  for (auto& p : in_flight) {
+    Result r = Wait(kj::mv(p));
+    ASSERT_FALSE(r.ok());
+    EXPECT_EQ(r.status().code(), absl::StatusCode::kUnavailable) << r.status();
+    EXPECT_THAT(r.status().message(),
+                HasSubstr(absl::StrCat("connection to redis ", Address(), " lost: ")));
+  }
+
+  // While it is down, commands fail at once, naming the address and the reason.
+  ASSERT_TRUE(
+      WaitUntil([&] { return pool->connected() == 0 && pool->connect_failures() > 0; }, 3000));
+  Result down = Run(*pool, {"GET", "a"});
+  EXPECT_EQ(down.status().code(), absl::StatusCode::kUnavailable);
+  EXPECT_THAT(down.status().message(),
+              HasSubstr(absl::StrCat("redis ", Address(), " is unreachable: Connection refused")));
+
+  absl::Status restarted = server_->Restart();
+  ASSERT_TRUE(restarted.ok()) << restarted;
+  // Back within the backoff (max 200 ms), checked for at most 5 s.
+  Result back = absl::UnavailableError("not tried");
+  const auto deadline = std::chrono::steady_clock::now() + std::chrono::seconds(5);
+  for (int i = 0; i < 200 && std::chrono::steady_clock::now() < deadline; ++i) {
+    back = Run(*pool, {"SET", "b", "2"});
+    if (back.ok()) break;
+    timer().afterDelay(25 * kj::MILLISECONDS).wait(io_.waitScope);
+  }
+  ASSERT_TRUE(back.ok()) << back.status();
+  EXPECT_EQ(back->str, "OK");
+  EXPECT_TRUE(WaitUntil([&] { return pool->connected() == 2; }, 3000));
+  EXPECT_GE(pool->reconnects(), 1u);
+  Result get = Run(*pool, {"GET", "b"});
+  ASSERT_TRUE(get.ok()) << get.status();
+  EXPECT_EQ(get->str, "2");
+}
+
+// A caller that gives up drops its promise; the late reply is discarded and the next command
+// on the same connection gets its own reply, not the late one.
+TEST_F(RedisClientTest, ADroppedPromiseLeavesTheConnectionInOrder) {
+  RedisPoolOptions o = Options();
+  o.connections = 1;
+  auto pool = ConnectedPool(o);
+  bool gave_up =
+      pool->Command({"BLPOP", "empty-list", "0.3"})
+          .then([](Result) { return false; })
+          .exclusiveJoin(timer().afterDelay(50 * kj::MILLISECONDS).then([] { return true; }))
+          .wait(io_.waitScope);
+  ASSERT_TRUE(gave_up);
+  // Also dropped before it was even written.
+  { kj::Promise<Result> dropped = pool->Command({"ECHO", "never read"}); }
+
+  std::vector<kj::Promise<Result>> echoes;
+  for (int i = 0; i < 10; ++i) echoes.push_back(pool->Command({"ECHO", absl::StrCat("e", i)}));
+  for (int i = 0; i < 10; ++i) {
+    Result r = Wait(kj::mv(echoes[i]));
+    ASSERT_TRUE(r.ok()) << r.status();
+    EXPECT_EQ(r->type, Type::kString);
+    EXPECT_EQ(r->str, absl::StrCat("e", i));
+  }
+  EXPECT_EQ(pool->connected(), 1u);
+}
+
+TEST_F(RedisClientTest, DestroyingThePoolWithCommandsPendingIsSafe) {
+  auto pool = ConnectedPool(Options());
+  // Written and blocking in redis...
+  kj::Promise<Result> blocked = pool->Command({"BLPOP", "empty-list", "5"});
+  timer().afterDelay(50 * kj::MILLISECONDS).wait(io_.waitScope);
+  // ...queued but not yet written, and one whose caller gave up.
+  std::vector<kj::Promise<Result>> queued;
+  for (int i = 0; i < 10; ++i) queued.push_back(pool->Command({"SET", absl::StrCat("q", i), "x"}));
+  { kj::Promise<Result> dropped = pool->Command({"GET", "q0"}); }
+  pool.reset();
+
+  Result r = Wait(kj::mv(blocked));
+  EXPECT_EQ(r.status().code(), absl::StatusCode::kCancelled) << r.status();
+  for (auto& p : queued) {
+    Result q = Wait(kj::mv(p));
+    EXPECT_EQ(q.status().code(), absl::StatusCode::kCancelled) << q.status();
+  }
+  // Nothing of the old pool runs any more; the server serves a new one.
+  timer().afterDelay(50 * kj::MILLISECONDS).wait(io_.waitScope);
+  auto again = ConnectedPool(Options());
+  EXPECT_TRUE(Run(*again, {"PING"}).ok());
+}
+
+TEST_F(RedisClientTest, DestroyingThePoolWhileConnectingOrBackingOffIsSafe) {
+  { RedisPool connecting(events(), timer(), Options()); }
+
+  absl::StatusOr<uint16_t> port = mp::testing::FreeLoopbackPort();
+  ASSERT_TRUE(port.ok()) << port.status();
+  RedisPoolOptions o = Options();
+  o.port = *port;
+  auto backing_off = std::make_unique<RedisPool>(events(), timer(), o);
+  ASSERT_TRUE(WaitUntil([&] { return backing_off->connect_failures() >= 2; }, 3000));
+  backing_off.reset();
+  // The old pool's timers and waits are gone with it: running the loop touches nothing freed.
+  timer().afterDelay(300 * kj::MILLISECONDS).wait(io_.waitScope);
+  auto pool = ConnectedPool(Options());
+  EXPECT_TRUE(Run(*pool, {"PING"}).ok());
+}
+
+TEST_F(RedisClientTest, OversizedReplyIsResourceExhausted) {
+  RedisPoolOptions o = Options();
+  o.connections = 1;
+  o.max_reply_bytes = 1024;
+  auto pool = ConnectedPool(o);
+  ASSERT_TRUE(Run(*pool, {"SET", "big", std::string(4000, 'x')}).ok());
+  Result big = Run(*pool, {"GET", "big"});
+  EXPECT_EQ(big.status().code(), absl::StatusCode::kResourceExhausted) << big.status();
+  EXPECT_THAT(big.status().message(), HasSubstr("4016 bytes"));  // 4000 + 16
+  EXPECT_THAT(big.status().message(), HasSubstr("1024"));
+
+  // Arrays count 16 bytes per element: 100 elements of 10 bytes are 16 + 100 * 26 = 2616.
+  std::vector<std::string> push = {"RPUSH", "list"};
+  for (int i = 0; i < 100; ++i) push.push_back("0123456789");
+  ASSERT_TRUE(Run(*pool, push).ok());
+  Result list = Run(*pool, {"LRANGE", "list", "0", "-1"});
+  EXPECT_EQ(list.status().code(), absl::StatusCode::kResourceExhausted) << list.status();
+  EXPECT_THAT(list.status().message(), HasSubstr("2616 bytes"));
+
+  // The connection goes on, in order.
+  Result small = Run(*pool, {"LRANGE", "list", "0", "1"});
+  ASSERT_TRUE(small.ok()) << small.status();
+  EXPECT_EQ(small->elements.size(), 2u);
+}
+
+// A server that stays down is logged once, not at every attempt.
+TEST_F(RedisClientTest, RepeatedConnectFailuresAreLoggedOnce) {
+  absl::StatusOr<uint16_t> port = mp::testing::FreeLoopbackPort();
+  ASSERT_TRUE(port.ok()) << port.status();
+  RedisPoolOptions o = Options();
+  o.port = *port;
+  o.min_backoff_ms = 10;
+  o.max_backoff_ms = 60000;  // the log window
+  ::testing::internal::CaptureStderr();
+  {
+    RedisPool pool(events(), timer(), o);
+    WaitUntil([&] { return pool.connect_failures() >= 6; }, 3000);
+    EXPECT_GE(pool.connect_failures(), 6u);
+  }
+  const std::string log = ::testing::internal::GetCapturedStderr();
+  size_t lines = 0;
+  for (size_t at = log.find("event=redis_connect_failed"); at != std::string::npos;
+       at = log.find("event=redis_connect_failed", at + 1)) {
+    ++lines;
+  }
+  EXPECT_EQ(lines, 1u) << log;
+  EXPECT_THAT(log, HasSubstr(absl::StrCat("address=127.0.0.1:", *port)));
+  EXPECT_THAT(log, HasSubstr("service=test"));
+}
+
+}  // namespace
+}  // namespace mp::host
