@@ -289,6 +289,28 @@ absl::StatusOr<HostConfig> ParseConfig(absl::string_view json, absl::string_view
     }
     out.modules.push_back(std::move(mc));
   }
+  // Two modules' key prefixes on one Redis must not overlap: "spell" would reach "spell2:...".
+  for (size_t i = 0; i < out.modules.size(); ++i) {
+    for (size_t j = i + 1; j < out.modules.size(); ++j) {
+      for (const ServiceConfig& a : out.modules[i].services) {
+        for (const ServiceConfig& b : out.modules[j].services) {
+          if (!a.is_redis || !b.is_redis || a.redis.host != b.redis.host ||
+              a.redis.port != b.redis.port) {
+            continue;
+          }
+          const std::string& pa = a.redis.key_prefix;
+          const std::string& pb = b.redis.key_prefix;
+          if (pa.compare(0, pb.size(), pb) == 0 || pb.compare(0, pa.size(), pa) == 0) {
+            return check.Error(
+                absl::StrCat("modules[", j, "].services.", b.name, ".redis.keyPrefix"),
+                absl::StrCat("'", pb, "' overlaps module '", out.modules[i].name,
+                             "''s keyPrefix '", pa, "' on the same Redis: each module's keys "
+                             "must be its own"));
+          }
+        }
+      }
+    }
+  }
   // Module services name modules of this config.
   for (size_t i = 0; i < out.modules.size(); ++i) {
     for (const ServiceConfig& sc : out.modules[i].services) {

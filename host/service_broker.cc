@@ -194,13 +194,20 @@ kj::Promise<ServiceAnswer> ServiceBroker::CallModule(const Grant& grant,
   request.depth = caller.depth + 1;
   request.timeout_ms = std::max<uint32_t>(1, Millis(limit));
   const std::string target = grant.config.module;
+  const uint32_t ms = Millis(limit);
   // Whatever the status (the module's, or the host's 502, 503 or 504 for it), an answer: the
-  // handler sees it and decides.
-  return call_module_(target, std::move(request)).then([](CallResult r) {
+  // handler sees it and decides. Time waiting in the target's queue counts too.
+  auto call = call_module_(target, std::move(request)).then([](CallResult r) {
     ServiceAnswer a;
     a.call = std::move(r);
     return a;
   });
+  auto timeout = timer_.afterDelay(limit).then([target, ms]() {
+    return FailedAnswer(ServiceAnswer::Outcome::kTimeout,
+                        absl::StrCat("timeout: module '", target, "' did not answer within ", ms,
+                                     " ms"));
+  });
+  return call.exclusiveJoin(kj::mv(timeout));
 }
 
 void ServiceBroker::Record(absl::string_view module, absl::string_view service,

@@ -158,7 +158,10 @@ bool WorkerChannel::Pipeline(PendingCall& call, size_t max_waiting) {
   // has taken so far: a call must never wait long in a ring while another worker could take it.
   static constexpr int64_t kFastNs = 1'000'000;
   static constexpr auto kMaxHeadAge = 2 * kj::MILLISECONDS;
+  // Never behind a call that waits for a service: its answer must not queue behind new calls
+  // (and a module calling itself would wait behind its own caller).
   if (phase_ != WorkerPhase::kBusy || retiring_ || kill_cause_ || outgoing_ || cancel_unsent_ ||
+      service_pending_ || service_out_ ||
       in_flight_.empty() || calls_waiting() >= max_waiting || service_ns_ > kFastNs ||
       timer_.now() - head_started_ > kMaxHeadAge) {
     return false;
@@ -260,7 +263,9 @@ void WorkerChannel::OnGraceOver(uint64_t call_id) {
 }
 
 void WorkerChannel::FinishHead(CallResult* result) {
-  if (service_pending_) CancelService();  // answered while it waited: a hostile worker's doing
+  // Answered while its request was pending or its answer still going out: a hostile worker's
+  // doing; nothing of that request may reach the next call.
+  if (service_pending_ || service_out_) CancelService();
   InFlight head = std::move(in_flight_.front());
   in_flight_.pop_front();
   const kj::TimePoint now = timer_.now();
@@ -441,6 +446,9 @@ void WorkerChannel::DrainResponses() {
 }
 
 void WorkerChannel::OnServiceRequest(uint64_t call_id, kj::ArrayPtr<const capnp::word> words) {
+  // Read from the ring of a worker that has exited (OnExit drains it): its calls fail, and
+  // nothing it asked for is performed.
+  if (phase_ == WorkerPhase::kKilled) return;
   if (service_pending_) {
     Kill(ExitCause::kProtocol,
          "broke the ring protocol (a service request while its previous one was unanswered)");
@@ -476,6 +484,10 @@ void WorkerChannel::OnServiceRequest(uint64_t call_id, kj::ArrayPtr<const capnp:
   // The answer is handled on a turn of its own: handling it may drop `service_`, which must
   // not happen inside its own callback.
   service_ = broker.Perform(caller, *std::move(request))
+                 .catch_([](kj::Exception&& e) {
+                   return FailedAnswer(ServiceAnswer::Outcome::kFailed,
+                                       absl::StrCat("failed: ", e.getDescription().cStr()));
+                 })
                  .then([this, token, service = std::move(service), now](ServiceAnswer answer) mutable {
                    tasks_.add(kj::evalLater(
                        [this, token, service = std::move(service), now,
@@ -505,7 +517,16 @@ void WorkerChannel::SendServiceAnswer(uint64_t call_id, const ServiceAnswer& ans
     Kill(ExitCause::kProtocol, "broke the ring protocol (a service request while an answer was being sent)");
     return;
   }
-  service_out_.emplace(shm::FrameKind::kServiceReply, call_id, EncodeServiceReply(answer));
+  kj::Array<capnp::word> words = EncodeServiceReply(answer);
+  if (words.size() * sizeof(capnp::word) > config_.max_message_bytes) {
+    // The worker would refuse it: an error it can read instead.
+    words = EncodeServiceReply(FailedAnswer(
+        ServiceAnswer::Outcome::kRefused,
+        absl::StrCat("max_message: the answer of ", words.size() * sizeof(capnp::word),
+                     " bytes exceeds the module's maxMessageKb (", config_.max_message_bytes,
+                     " bytes)")));
+  }
+  service_out_.emplace(shm::FrameKind::kServiceReply, call_id, std::move(words));
   PumpOutgoing();
 }
 
@@ -581,6 +602,7 @@ void WorkerChannel::SendStop() {
 }
 
 void WorkerChannel::AbandonCall(CallResult result) {
+  CancelService();  // a worker waiting for an answer reads its stop frame as a cancel
   for (InFlight& c : in_flight_) {
     if (!c.fulfiller) continue;
     c.fulfiller->fulfill(CallResult(result));

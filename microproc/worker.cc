@@ -122,7 +122,7 @@ class Sender {
 // here afterwards, in their order.
 class Inbox {
  public:
-  explicit Inbox(shm::RingReader& ring) : ring_(ring) {}
+  Inbox(shm::RingReader& ring, int doorbell_fd) : ring_(ring), doorbell_fd_(doorbell_fd) {}
 
   shm::RingReader& ring() { return ring_; }
 
@@ -148,6 +148,7 @@ class Inbox {
     f.words.resize((f.bytes + 7) / 8);
     if (f.bytes != 0) std::memcpy(f.words.data(), frame.payload.data(), f.bytes);
     ring_.Pop();
+    shm::RingDoorbell(doorbell_fd_);  // the host may wait for room to write our answer
   }
 
  private:
@@ -158,6 +159,7 @@ class Inbox {
     std::vector<uint64_t> words;  // 8-aligned, for Cap'n Proto readers
   };
   shm::RingReader& ring_;
+  int doorbell_fd_;
   std::deque<Stashed> backlog_;
 };
 
@@ -319,6 +321,10 @@ class ServiceClient {
         continue;
       }
       if (st == shm::ReadStatus::kViolation) _exit(kExitHostBrokeRing);
+      if (frame.kind == shm::FrameKind::kStop) {  // the host is stopping: left for the loop
+        cancelled_ = true;
+        return false;
+      }
       if (frame.call_id != call_id_) {
         inbox_.Stash(frame);
         continue;
@@ -439,7 +445,7 @@ mp_heap MakeModuleHeap(const shm::HeapView& view) {
 void ServeCalls(shm::RingFile& ring, int doorbell_fd, const mp_module& module, const mp_heap& heap,
                 const WorkerLoopOptions& options) {
   shm::RingReader in = ring.RequestReader();
-  Inbox inbox(in);
+  Inbox inbox(in, doorbell_fd);
   Sender out(ring, in, doorbell_fd, options.spin_iterations);
   MessageAssembler chunks(ring.max_message_bytes());
   shm::WorkerBlock& block = ring.header()->worker;

@@ -369,6 +369,22 @@ CommandResult HostProcess::Mpctl(std::vector<std::string> args) {
   return RunCommand(argv);
 }
 
+int HostProcess::WaitExit(int timeout_ms) {
+  if (stopped_) return exit_status_;
+  const auto deadline = Clock::now() + std::chrono::milliseconds(timeout_ms);
+  int status = 0;
+  while (MsLeft(deadline) > 0) {
+    const pid_t r = ::waitpid(pid_, &status, WNOHANG);
+    if (r == pid_) {
+      stopped_ = true;
+      exit_status_ = WIFEXITED(status) ? WEXITSTATUS(status) : 128 + WTERMSIG(status);
+      return exit_status_;
+    }
+    std::this_thread::sleep_for(std::chrono::milliseconds(10));
+  }
+  return -1;
+}
+
 int HostProcess::Stop(int timeout_ms) {
   if (stopped_) return exit_status_;
   stopped_ = true;

@@ -122,6 +122,9 @@ class HostProcess {
   // SIGTERM and wait (bounded); returns the exit status (or -1 on timeout, then SIGKILL). For a
   // host that already exited (it failed to start), its exit status.
   int Stop(int timeout_ms = 15000);
+  // Waits (bounded) for the host to exit by itself, sending nothing; its exit status, or -1 if
+  // it is still running (then Stop() ends it).
+  int WaitExit(int timeout_ms = 15000);
 
   // Direct children of the host right now (the inits of its helpers).
   std::vector<pid_t> Children() const;

@@ -175,6 +175,16 @@ TEST(ConfigParseTest, ABadServiceNamesItsFieldAndTheProblem) {
               HasSubstr("the name is the key"));
   EXPECT_THAT(Error(WithServices("{\"S!\": {\"module\": \"echo\"}}")),
               HasSubstr("must match [a-z0-9_-]{1,32}"));
+  // Two modules' prefixes on one Redis must not overlap.
+  const std::string grant = "\"services\": {\"c\": {\"redis\": {\"address\": \"127.0.0.1:6390\", "
+                            "\"commands\": [\"GET\"], \"keyPrefix\": ";
+  const std::string second = "{\"name\": \"two\", \"plugin\": \"" + Plugin() + "\", " + grant;
+  EXPECT_THAT(Error("{\"modules\": [" + Module(", " + grant + "\"spell\"}}}") + ", " + second +
+                    "\"spell2:\"}}}}]}"),
+              HasSubstr("'spell2:' overlaps module 'echo''s keyPrefix 'spell'"));
+  EXPECT_TRUE(Parse("{\"modules\": [" + Module(", " + grant + "\"a:\"}}}") + ", " + second +
+                    "\"b:\"}}}}]}")
+                  .ok());
 }
 
 }  // namespace
