@@ -2,8 +2,10 @@
 // redis-server on a free loopback port (tests/support/redis_server.h), the dict module as a
 // module service, and svc (tests/modules/svc_module.cc) driving the ABI from query parameters.
 #include <signal.h>
+#include <unistd.h>
 
 #include <atomic>
+#include <fstream>
 #include <memory>
 #include <regex>
 #include <string>
@@ -240,6 +242,45 @@ TEST_F(ServicesTest, MetricsAndMpctlShowServiceRequests) {
   EXPECT_THAT(modules.out, HasSubstr("\"service_requests\""));
   EXPECT_THAT(modules.out, HasSubstr("\"target\":\"dict\""));
 }
+
+// The same services whoever the host runs as: root (CI), or an unprivileged user (production).
+struct Who {
+  const char* name;
+  bool unprivileged;
+};
+
+class ServicesWhoTest : public ::testing::TestWithParam<Who> {};
+
+TEST_P(ServicesWhoTest, GrantsHoldWhateverUserTheHostIs) {
+  if (GetParam().unprivileged && ::getuid() != 0) GTEST_SKIP() << "already unprivileged";
+  auto redis = RedisServer::Start();
+  ASSERT_TRUE(redis.ok()) << redis.status();
+  StagedInstall staged({ExtraModuleDir() + "/libsvc.so"});
+  const uid_t uid = GetParam().unprivileged ? kUnprivilegedUid : 0;
+  const std::string dir = staged.MakeDirFor(uid, "config");
+  std::ofstream(dir + "/mphost.json")
+      << "{\"modules\":[{\"name\":\"svc\",\"plugin\":\"" << staged.module_dir()
+      << "/libsvc.so\",\"workers\":1,\"services\":{\"cache\":{\"redis\":{\"address\":"
+         "\"127.0.0.1:"
+      << (*redis)->port()
+      << "\",\"keyPrefix\":\"w:\",\"commands\":[\"SET\",\"GET\"]}}}}]}";
+  HostOptions options;
+  options.args = {"--config", dir + "/mphost.json"};
+  options.uid = uid;
+  options.bin_dir = staged.bin_dir();
+  HostProcess host(std::move(options));
+  ASSERT_TRUE(host.started()) << host.Log();
+  EXPECT_EQ(HttpRequest(host.port(), "GET", "/m/svc/redis?a=SET&a=w:k&a=v").body, "status:OK");
+  EXPECT_EQ(HttpRequest(host.port(), "GET", "/m/svc/redis?a=GET&a=w:k").body, "str:v");
+  EXPECT_THAT(HttpRequest(host.port(), "GET", "/m/svc/redis?a=GET&a=k").body,
+              HasSubstr("key_prefix"));
+  EXPECT_EQ(host.Stop(), 0);
+}
+
+INSTANTIATE_TEST_SUITE_P(Who, ServicesWhoTest,
+                         ::testing::Values(Who{"as_test_user", false},
+                                           Who{"as_unprivileged_user", true}),
+                         [](const ::testing::TestParamInfo<Who>& info) { return info.param.name; });
 
 }  // namespace
 }  // namespace mp::testing
