@@ -402,12 +402,14 @@ void WorkerChannel::DrainResponses() {
           std::memcpy(words.begin(), whole->begin(), whole->size() * sizeof(capnp::word));
         }
         replies_->Reset();
+        released_chunks = true;
       } else if (frame.payload.size() % sizeof(capnp::word) == 0) {
         words = kj::heapArray<capnp::word>(frame.payload.size() / sizeof(capnp::word));
         std::memcpy(words.begin(), frame.payload.data(), frame.payload.size());
       }
+      // One frame: the worker waits for the answer, not for room; waking it now would only
+      // send it back to sleep.
       responses_.Pop();
-      released_chunks = true;
       if (words.size() == 0) {
         Kill(ExitCause::kProtocol, "broke the ring protocol (a malformed service request frame)");
         return;
