@@ -240,6 +240,7 @@ absl::StatusOr<HostConfig> ParseConfig(absl::string_view json, absl::string_view
       mc.service_limits.max_bytes_out = uint64_t{limits.getMaxBytesOutKb()} << 10;
       mc.service_limits.max_bytes_in = uint64_t{limits.getMaxBytesInKb()} << 10;
       mc.service_limits.max_depth = limits.getMaxDepth();
+      mc.service_limits.max_requests_per_second = limits.getMaxRequestsPerSecond();
       if (mc.service_limits.max_depth > 16) return error("serviceLimits.maxDepth", "must be at most 16");
     }
     for (auto sv : m.getServices()) {

@@ -38,6 +38,7 @@ struct ServiceLimits {
   uint64_t max_bytes_out = 1024ull << 10;
   uint64_t max_bytes_in = 4096ull << 10;
   uint32_t max_depth = 4;
+  uint32_t max_requests_per_second = 0;  // the module's workers together; 0: no limit
   bool operator==(const ServiceLimits&) const = default;
 };
 

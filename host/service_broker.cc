@@ -26,6 +26,8 @@ void ServiceBroker::Configure(const std::vector<ModuleConfig>& modules) {
   for (const ModuleConfig& m : modules) {
     ModuleGrants& grants = next[m.name];
     grants.limits = m.service_limits;
+    grants.tokens = m.service_limits.max_requests_per_second;
+    grants.refilled = timer_.now();
     for (const ServiceConfig& sc : m.services) {
       Grant& g = grants.services[sc.name];
       g.config = sc;
@@ -87,11 +89,19 @@ void ServiceBroker::CountRefusal(absl::string_view module, absl::string_view ser
 
 std::optional<Refusal> ServiceBroker::Admit(const ServiceCaller& caller, absl::string_view service,
                                             uint64_t request_bytes, ServiceUsage& usage) {
-  const ModuleGrants* m = FindModule(caller.module);
-  if (m == nullptr) return Refusal{ServiceRule::kUnknownService, "this module has no services"};
+  auto found = modules_.find(caller.module);
+  if (found == modules_.end()) {
+    return Refusal{ServiceRule::kUnknownService, "this module has no services"};
+  }
+  ModuleGrants* m = &found->second;
   const ServiceLimits& limits = m->limits;
   std::optional<Refusal> refusal;
-  if (usage.requests + 1 > limits.max_requests) {
+  if (!TakeToken(*m)) {
+    refusal = Refusal{ServiceRule::kMaxRate,
+                      absl::StrCat("the module's workers have made their ",
+                                   limits.max_requests_per_second,
+                                   " service requests of this second (serviceLimits.maxRequestsPerSecond)")};
+  } else if (usage.requests + 1 > limits.max_requests) {
     refusal = Refusal{ServiceRule::kMaxRequests,
                       absl::StrCat("the call has made its ", limits.max_requests,
                                    " service requests (serviceLimits.maxRequests)")};
@@ -108,6 +118,18 @@ std::optional<Refusal> ServiceBroker::Admit(const ServiceCaller& caller, absl::s
   ++usage.requests;
   usage.bytes_out += request_bytes;
   return std::nullopt;
+}
+
+bool ServiceBroker::TakeToken(ModuleGrants& grants) {
+  const uint32_t rate = grants.limits.max_requests_per_second;
+  if (rate == 0) return true;
+  const kj::TimePoint now = timer_.now();
+  const double seconds = (now - grants.refilled) / kj::NANOSECONDS / 1e9;
+  grants.refilled = now;
+  grants.tokens = std::min<double>(rate, grants.tokens + seconds * rate);
+  if (grants.tokens < 1) return false;
+  grants.tokens -= 1;
+  return true;
 }
 
 void ServiceBroker::AdmitAnswer(const ServiceCaller& caller, absl::string_view service,

@@ -93,9 +93,14 @@ class ServiceBroker {
   };
   struct ModuleGrants {
     ServiceLimits limits;
+    // maxRequestsPerSecond: a bucket of one second's worth, refilled as time passes.
+    double tokens = 0;
+    kj::TimePoint refilled = kj::origin<kj::TimePoint>();
     std::map<std::string, Grant, std::less<>> services;
   };
 
+  // The module's rate bucket (maxRequestsPerSecond): false if it is empty now.
+  bool TakeToken(ModuleGrants& grants);
   Grant* FindGrant(absl::string_view module, absl::string_view service);
   const ModuleGrants* FindModule(absl::string_view module) const;
   void CountRefusal(absl::string_view module, absl::string_view service, ServiceRule rule);

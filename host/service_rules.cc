@@ -87,6 +87,7 @@ const char* ServiceRuleName(ServiceRule rule) {
     case ServiceRule::kMaxBytesOut: return "max_bytes_out";
     case ServiceRule::kMaxBytesIn: return "max_bytes_in";
     case ServiceRule::kMaxDepth: return "max_depth";
+    case ServiceRule::kMaxRate: return "max_rate";
   }
   return "unknown";
 }

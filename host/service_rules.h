@@ -46,13 +46,15 @@ enum class ServiceRule : uint8_t {
   kMaxBytesOut,        // serviceLimits.maxBytesOutKb
   kMaxBytesIn,         // serviceLimits.maxBytesInKb
   kMaxDepth,           // serviceLimits.maxDepth
+  kMaxRate,            // serviceLimits.maxRequestsPerSecond
 };
 inline constexpr ServiceRule kAllServiceRules[] = {
     ServiceRule::kUnknownService, ServiceRule::kWrongKind,   ServiceRule::kCommandNotAllowed,
     ServiceRule::kArguments,      ServiceRule::kKeyPrefix,   ServiceRule::kMaxRequests,
-    ServiceRule::kMaxBytesOut,    ServiceRule::kMaxBytesIn,  ServiceRule::kMaxDepth};
+    ServiceRule::kMaxBytesOut,    ServiceRule::kMaxBytesIn,  ServiceRule::kMaxDepth,
+    ServiceRule::kMaxRate};
 // "unknown_service", "wrong_kind", "command_not_allowed", "arguments", "key_prefix",
-// "max_requests", "max_bytes_out", "max_bytes_in", "max_depth".
+// "max_requests", "max_bytes_out", "max_bytes_in", "max_depth", "max_rate".
 const char* ServiceRuleName(ServiceRule rule);
 
 // A refusal: the rule, and a message for the handler that names it and the offending part.

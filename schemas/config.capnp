@@ -108,6 +108,8 @@ struct ServiceLimits {
   maxBytesOutKb @1 :UInt32 = 1024;  # request bytes per call (arguments, bodies)
   maxBytesInKb @2 :UInt32 = 4096;   # reply bytes per call
   maxDepth @3 :UInt32 = 4;          # module calls nested at most this deep (against cycles)
+  maxRequestsPerSecond @4 :UInt32;  # the module's workers together, across calls (a token
+                                    # bucket holding one second's worth); 0: no limit
 }
 
 # Each layer can be switched off for debugging, for the helpers that load the plugin (builder,

@@ -263,7 +263,8 @@ TEST_P(ServicesWhoTest, GrantsHoldWhateverUserTheHostIs) {
       << "/libsvc.so\",\"workers\":1,\"services\":{\"cache\":{\"redis\":{\"address\":"
          "\"127.0.0.1:"
       << (*redis)->port()
-      << "\",\"keyPrefix\":\"w:\",\"commands\":[\"SET\",\"GET\"]}}}}]}";
+      << "\",\"keyPrefix\":\"w:\",\"commands\":[\"SET\",\"GET\",\"PING\"]}}},"
+         "\"serviceLimits\":{\"maxRequestsPerSecond\":20}}]}";
   HostOptions options;
   options.args = {"--config", dir + "/mphost.json"};
   options.uid = uid;
@@ -274,6 +275,10 @@ TEST_P(ServicesWhoTest, GrantsHoldWhateverUserTheHostIs) {
   EXPECT_EQ(HttpRequest(host.port(), "GET", "/m/svc/redis?a=GET&a=w:k").body, "str:v");
   EXPECT_THAT(HttpRequest(host.port(), "GET", "/m/svc/redis?a=GET&a=k").body,
               HasSubstr("key_prefix"));
+  // 20 requests a second for the whole module: a burst of 100 runs dry (unless the machine
+  // takes more than 4 s for it).
+  EXPECT_THAT(HttpRequest(host.port(), "GET", "/m/svc/ping?n=100").body,
+              HasSubstr("max_rate: the module's workers have made their 20 service requests"));
   EXPECT_EQ(host.Stop(), 0);
 }
 
