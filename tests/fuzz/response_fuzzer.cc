@@ -1,7 +1,7 @@
 // libFuzzer target for the two places where worker-written bytes reach the host: the response
 // ring (shm::RingReader over a ring whose control words and data a hostile worker wrote) and
 // the decoder of what it delivers (microproc::MessageAssembler for chunked replies, then
-// host::DecodeResponse). Built only with -DMP_FUZZ=ON (clang);
+// host::DecodeResponse, or host::DecodeServiceRequest for a handler's service request). Built only with -DMP_FUZZ=ON (clang);
 // see docs/fuzzing.md.
 //
 // Input format. Byte 0 selects the mode:
@@ -23,8 +23,10 @@
 #include <cstdlib>
 #include <cstring>
 #include <string>
+#include <vector>
 
 #include "host/reply_rules.h"
+#include "host/service_codec.h"
 #include "host/response_decoder.h"
 #include "microproc/ring_message.h"
 #include "shm/ring.h"
@@ -45,7 +47,29 @@ constexpr uint64_t kMaxMessage = 16384;  // the assembler's limit: four rings' w
 }
 
 // What a decoded response must satisfy, whatever the input.
+// A service request (ABI 1.1), as the host decodes it: from an 8-aligned private copy.
+void CheckServiceRequest(const std::string& payload) {
+  if (payload.size() % 8 != 0) return;  // the host kills a worker for it before decoding
+  std::vector<uint64_t> words(payload.size() / 8);
+  if (!payload.empty()) std::memcpy(words.data(), payload.data(), payload.size());
+  auto r = mp::host::DecodeServiceRequest(
+      kj::arrayPtr(reinterpret_cast<const capnp::word*>(words.data()), words.size()));
+  if (!r.ok()) {
+    if (r.status().message().empty()) Broken("a service request refused without a message");
+    return;
+  }
+  if (r->service.empty() || r->service.size() > 32) Broken("accepted a service name out of bounds");
+  if (r->is_redis && r->argv.empty()) Broken("accepted a Redis request without a command");
+  if (!r->is_redis && (r->call.path.empty() || r->call.path[0] != '/')) {
+    Broken("accepted a module call whose path does not start with /");
+  }
+}
+
 void CheckDecoded(FrameKind kind, const std::string& payload) {
+  if (kind == FrameKind::kServiceRequest) {
+    CheckServiceRequest(payload);
+    return;
+  }
   auto r = DecodeResponse(kind, payload);
   if (!r.ok()) {
     if (r.status().message().empty()) Broken("a refusal without a message");
@@ -172,7 +196,7 @@ class FuzzRing {
 
   void CheckFrame(const mp::shm::FrameView& frame) const {
     if (frame.kind != FrameKind::kReply && frame.kind != FrameKind::kError &&
-        frame.kind != FrameKind::kChunk) {
+        frame.kind != FrameKind::kChunk && frame.kind != FrameKind::kServiceRequest) {
       Broken("delivered a kind the response ring never carries");
     }
     const std::byte* begin = frame.payload.data();
