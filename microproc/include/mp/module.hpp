@@ -203,6 +203,18 @@ class Heap {
   const mp_heap* heap_;
 };
 
+// The value of the first header named `name` (case-insensitive) among `count`, if any.
+inline std::optional<std::string_view> FindHeader(const mp_header* headers, size_t count,
+                                                  std::string_view name) {
+  for (size_t i = 0; i < count; ++i) {
+    std::string_view n = View(headers[i].name);
+    if (n.size() == name.size() && strncasecmp(n.data(), name.data(), n.size()) == 0) {
+      return View(headers[i].value);
+    }
+  }
+  return std::nullopt;
+}
+
 // ---- Services (ABI 1.1) ----
 
 // A Redis reply, read-only, valid until the next service request or the end of Handle.
@@ -251,13 +263,7 @@ class Response {
   int status() const { return r_->status; }
   std::string_view body() const { return View(r_->body); }
   std::optional<std::string_view> Header(std::string_view name) const {
-    for (size_t i = 0; i < r_->header_count; ++i) {
-      std::string_view n = View(r_->headers[i].name);
-      if (n.size() == name.size() && strncasecmp(n.data(), name.data(), n.size()) == 0) {
-        return View(r_->headers[i].value);
-      }
-    }
-    return std::nullopt;
+    return FindHeader(r_->headers, r_->header_count, name);
   }
 
  private:
@@ -336,13 +342,7 @@ class Call {
   Services services() const { return Services(call_->services); }
   // The first header named `name` (case-insensitive), if any.
   std::optional<std::string_view> Header(std::string_view name) const {
-    for (size_t i = 0; i < call_->header_count; ++i) {
-      std::string_view n = View(call_->headers[i].name);
-      if (n.size() == name.size() && strncasecmp(n.data(), name.data(), n.size()) == 0) {
-        return View(call_->headers[i].value);
-      }
-    }
-    return std::nullopt;
+    return FindHeader(call_->headers, call_->header_count, name);
   }
   // The value of `key` in the query string (no percent-decoding), if present.
   std::optional<std::string_view> QueryParam(std::string_view key) const {
