@@ -163,8 +163,9 @@ std::string RenderMetrics(control::Snapshot::Reader snapshot) {
           &Info::getReloadsOk, &Info::getReloadsFailed);
   Family(&out, "mphost_wakeups_total", "counter",
          "Wake-up syscalls between the host and the module's workers: to_worker, futex wakes "
-         "of a sleeping worker; to_host, doorbell rings of the sleeping host. Per call, the cost "
-         "of the hop beyond the rings themselves.",
+         "of a sleeping worker; to_host, doorbell rings of the sleeping host (read from each "
+         "worker's doorbell every 64 wake-ups and when it exits). Per call, the cost of the hop "
+         "beyond the rings themselves.",
          modules, [&](ModuleReader m, const std::string& module) {
            absl::StrAppend(&out, "mphost_wakeups_total{module=\"", module,
                            "\",direction=\"to_worker\"} ", m.getWakeupsToWorker(), "\n",

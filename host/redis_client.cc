@@ -34,6 +34,9 @@
 namespace mp::host {
 namespace {
 
+// What redisBufferRead asks read() for (its stack buffer, 16 KiB in hiredis 0.14 and 1.x).
+constexpr size_t kHiredisReadBytes = 16 * 1024;
+
 using ReplyFulfiller = kj::PromiseFulfiller<absl::StatusOr<RedisValue>>;
 
 // Bytes a reply counts against max_reply_bytes: its strings plus 16 per element. hiredis' reader
@@ -171,6 +174,8 @@ class RedisPool::Connection {
   bool read_armed_ = false;   // a readable wait or a scheduled read is outstanding
   bool write_armed_ = false;  // a writable wait or a scheduled write is outstanding
   bool in_write_ = false;     // inside redisAsyncHandleWrite: an addWrite now means a full socket
+  bool in_read_ = false;      // inside redisAsyncHandleRead: see ArmRead
+  size_t reader_len_ = 0;     // the reader's buffered bytes before that read
   bool ever_up_ = false;      // a later connect is a reconnect
   uint32_t backoff_ms_;
   kj::TimePoint up_since_ = kj::origin<kj::TimePoint>();
@@ -283,10 +288,12 @@ bool RedisPool::Connection::InputPending() const {
   return errno != EAGAIN && errno != EWOULDBLOCK;
 }
 
-// hiredis reads at most 16 KiB per call and KJ only reports a socket that becomes readable, so
-// a wait is armed only once the socket is drained; until then the next read is scheduled.
-// TODO(perf): one extra recv(MSG_PEEK) per read; reading until EAGAIN ourselves would need
-// hiredis' reader (redisReaderFeed), not redisAsyncHandleRead.
+// hiredis reads at most 16 KiB per call (redisBufferRead's buffer) and KJ only reports a socket
+// that becomes readable, so a wait is armed only once the socket is drained; until then the next
+// read is scheduled. hiredis calls addRead right after its read() and before it parses, so there
+// the reader's buffer has grown by exactly what read() returned: less than the 16 KiB asked for
+// means the socket was drained, with no syscall to ask. Elsewhere (after a write or the connect)
+// a peek tells.
 void RedisPool::Connection::ArmRead() {
   if (read_armed_ || ac_ == nullptr) return;
   read_armed_ = true;
@@ -296,7 +303,14 @@ void RedisPool::Connection::ArmRead() {
     read_armed_ = false;
     if (want_read_) DoRead();
   };
-  if (InputPending()) {
+  bool more;
+  if (in_read_) {
+    const size_t got = ac_->c.reader->len - std::min(reader_len_, ac_->c.reader->len);
+    more = got >= kHiredisReadBytes;
+  } else {
+    more = InputPending();
+  }
+  if (more) {
     pool_.tasks_.add(kj::evalLater(kj::mv(read)));
   } else {
     // The observer's destruction rejects the wait: a connection that went, nothing to do.
@@ -325,7 +339,10 @@ void RedisPool::Connection::ArmWrite() {
 
 void RedisPool::Connection::DoRead() {
   // May run OnReply (fulfilling), or end in a disconnect that frees ac_ (CleanupHook ran).
+  reader_len_ = ac_->c.reader->len;
+  in_read_ = true;
   redisAsyncHandleRead(ac_);
+  in_read_ = false;
 }
 
 void RedisPool::Connection::DoWrite() {

@@ -154,6 +154,7 @@ class WorkerChannel final : public PoolMember, private kj::TaskSet::ErrorHandler
   // Drops the service request in progress, if any (its call is over, cancelled or dead).
   void CancelService();
   void WakeWorker();
+  void CountDoorbellRings();  // reads the doorbell's counter into the wake-up metric
   // The event loop's clock, in ms: what the pool compares last_active_ms() with.
   int64_t MonotonicMs() const;
   void taskFailed(kj::Exception&& exception) override;
@@ -220,6 +221,8 @@ class WorkerChannel final : public PoolMember, private kj::TaskSet::ErrorHandler
   std::optional<microproc::ChunkedSend> service_out_;
 
   kj::Own<kj::UnixEventPort::FdObserver> bell_observer_;
+  // Doorbell edges seen since its counter was last read (see WatchDoorbell).
+  uint32_t bell_edges_ = 0;
   kj::Promise<void> watches_ = nullptr;
   // Deadline and grace expiries run here, on turns of their own: they reset `deadline_` and
   // `grace_`, which must not happen inside those promises' own callbacks.

@@ -3,6 +3,7 @@
 #include "shm/doorbell.h"
 
 #include <fcntl.h>
+#include <sys/epoll.h>
 #include <unistd.h>
 
 #include <atomic>
@@ -44,6 +45,26 @@ TEST(DoorbellTest, RingsAccumulateUntilDrained) {
   bell->Drain();
   EXPECT_EQ(ReadCounter(bell->fd()), std::nullopt);
   bell->Drain();  // draining an empty doorbell does not block
+}
+
+// The host's event loop (KJ) watches a doorbell edge-triggered and reads its counter only now and
+// then: it relies on every ring being an edge of its own, even while the counter is not zero.
+TEST(DoorbellTest, EveryRingIsAnEdgeWithoutADrain) {
+  auto bell = Doorbell::Create();
+  ASSERT_TRUE(bell.ok());
+  UniqueFd ep(::epoll_create1(EPOLL_CLOEXEC));
+  ASSERT_GE(ep.get(), 0);
+  epoll_event ev{};
+  ev.events = EPOLLIN | EPOLLET;
+  ASSERT_EQ(::epoll_ctl(ep.get(), EPOLL_CTL_ADD, bell->fd(), &ev), 0);
+  epoll_event out[1];
+  EXPECT_EQ(::epoll_wait(ep.get(), out, 1, 0), 0);
+  for (int ring = 1; ring <= 3; ++ring) {
+    bell->Ring();
+    EXPECT_EQ(::epoll_wait(ep.get(), out, 1, 0), 1) << "ring " << ring;
+    EXPECT_EQ(::epoll_wait(ep.get(), out, 1, 0), 0) << "ring " << ring << ", seen once";
+  }
+  EXPECT_EQ(ReadCounter(bell->fd()), 3u);
 }
 
 TEST(DoorbellTest, ReleaseFdGivesUpOwnership) {
