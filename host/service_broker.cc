@@ -87,49 +87,64 @@ void ServiceBroker::CountRefusal(absl::string_view module, absl::string_view ser
   }
 }
 
-std::optional<Refusal> ServiceBroker::Admit(const ServiceCaller& caller, absl::string_view service,
-                                            uint64_t request_bytes, ServiceUsage& usage) {
+ServiceBroker::Admission ServiceBroker::Admit(const ServiceCaller& caller,
+                                             absl::string_view service, uint64_t request_bytes,
+                                             ServiceUsage& usage) {
+  Admission admission;
   auto found = modules_.find(caller.module);
   if (found == modules_.end()) {
-    return Refusal{ServiceRule::kUnknownService, "this module has no services"};
+    admission.refusal = Refusal{ServiceRule::kUnknownService, "this module has no services"};
+    return admission;
   }
   ModuleGrants* m = &found->second;
   const ServiceLimits& limits = m->limits;
-  std::optional<Refusal> refusal;
-  if (!TakeToken(*m)) {
-    refusal = Refusal{ServiceRule::kMaxRate,
-                      absl::StrCat("the module's workers have made their ",
-                                   limits.max_requests_per_second,
-                                   " service requests of this second (serviceLimits.maxRequestsPerSecond)")};
-  } else if (usage.requests + 1 > limits.max_requests) {
-    refusal = Refusal{ServiceRule::kMaxRequests,
-                      absl::StrCat("the call has made its ", limits.max_requests,
-                                   " service requests (serviceLimits.maxRequests)")};
+  std::optional<kj::Duration> wait;
+  if (usage.requests + 1 > limits.max_requests) {
+    admission.refusal = Refusal{ServiceRule::kMaxRequests,
+                                absl::StrCat("the call has made its ", limits.max_requests,
+                                             " service requests (serviceLimits.maxRequests)")};
   } else if (usage.bytes_out + request_bytes > limits.max_bytes_out) {
-    refusal = Refusal{ServiceRule::kMaxBytesOut,
-                      absl::StrCat("this request of ", request_bytes, " bytes would bring the call's to ",
-                                   usage.bytes_out + request_bytes, ", past serviceLimits.maxBytesOutKb (",
-                                   limits.max_bytes_out >> 10, " KiB)")};
+    admission.refusal = Refusal{
+        ServiceRule::kMaxBytesOut,
+        absl::StrCat("this request of ", request_bytes, " bytes would bring the call's to ",
+                     usage.bytes_out + request_bytes, ", past serviceLimits.maxBytesOutKb (",
+                     limits.max_bytes_out >> 10, " KiB)")};
+  } else if (wait = TakeToken(*m, caller.time_left); !wait) {
+    admission.refusal = Refusal{
+        ServiceRule::kMaxRate,
+        absl::StrCat("the module's workers are past their ", limits.max_requests_per_second,
+                     " service requests a second (serviceLimits.maxRequestsPerSecond), and this "
+                     "request's turn would come after its call's deadline (",
+                     Millis(caller.time_left), " ms left)")};
   }
-  if (refusal) {
-    CountRefusal(caller.module, service, refusal->rule);
-    return refusal;
+  if (admission.refusal) {
+    CountRefusal(caller.module, service, admission.refusal->rule);
+    return admission;
   }
   ++usage.requests;
   usage.bytes_out += request_bytes;
-  return std::nullopt;
+  admission.wait = *wait;
+  return admission;
 }
 
-bool ServiceBroker::TakeToken(ModuleGrants& grants) {
+std::optional<kj::Duration> ServiceBroker::TakeToken(ModuleGrants& grants,
+                                                     kj::Duration patience) {
   const uint32_t rate = grants.limits.max_requests_per_second;
-  if (rate == 0) return true;
+  if (rate == 0) return 0 * kj::NANOSECONDS;
   const kj::TimePoint now = timer_.now();
   const double seconds = (now - grants.refilled) / kj::NANOSECONDS / 1e9;
   grants.refilled = now;
   grants.tokens = std::min<double>(rate, grants.tokens + seconds * rate);
-  if (grants.tokens < 1) return false;
+  if (grants.tokens >= 1) {
+    grants.tokens -= 1;
+    return 0 * kj::NANOSECONDS;
+  }
+  // Due when the bucket, refilling, covers this token and those promised before it.
+  const kj::Duration due =
+      static_cast<int64_t>((1 - grants.tokens) / rate * 1e9) * kj::NANOSECONDS;
+  if (due >= patience) return std::nullopt;
   grants.tokens -= 1;
-  return true;
+  return due;
 }
 
 void ServiceBroker::AdmitAnswer(const ServiceCaller& caller, absl::string_view service,

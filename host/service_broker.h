@@ -57,10 +57,17 @@ class ServiceBroker {
   // Whether `module` was granted any service: its workers then read calls from a private copy.
   bool HasServices(absl::string_view module) const;
 
-  // Checks the per-call limits for a new request of `request_bytes`, and counts it in `usage`.
-  // A refusal is counted in metrics.
-  std::optional<Refusal> Admit(const ServiceCaller& caller, absl::string_view service,
-                               uint64_t request_bytes, ServiceUsage& usage);
+  // Checks the per-call limits for a new request of `request_bytes`, and counts it in `usage`,
+  // then takes a token of the module's rate (maxRequestsPerSecond). A module past its rate
+  // waits for its token (`wait`) rather than being refused, so a flood is slowed to the rate
+  // and the waiting worker sleeps; it is refused (max_rate) only if its token would come after
+  // its call's deadline. A refusal is counted in metrics.
+  struct Admission {
+    std::optional<Refusal> refusal;
+    kj::Duration wait = 0 * kj::NANOSECONDS;  // before Perform; counts against the deadline
+  };
+  Admission Admit(const ServiceCaller& caller, absl::string_view service, uint64_t request_bytes,
+                  ServiceUsage& usage);
   // Checks an answer's size against maxBytesInKb; a refusal replaces the answer.
   void AdmitAnswer(const ServiceCaller& caller, absl::string_view service, ServiceUsage& usage,
                    ServiceAnswer& answer);
@@ -93,14 +100,16 @@ class ServiceBroker {
   };
   struct ModuleGrants {
     ServiceLimits limits;
-    // maxRequestsPerSecond: a bucket of one second's worth, refilled as time passes.
+    // maxRequestsPerSecond: a bucket of one second's worth, refilled as time passes. Below
+    // zero, tokens promised to requests waiting for them (first come, first served).
     double tokens = 0;
     kj::TimePoint refilled = kj::origin<kj::TimePoint>();
     std::map<std::string, Grant, std::less<>> services;
   };
 
-  // The module's rate bucket (maxRequestsPerSecond): false if it is empty now.
-  bool TakeToken(ModuleGrants& grants);
+  // Takes a token of the module's rate bucket (maxRequestsPerSecond): how long until it is
+  // due, or nullopt (and nothing taken) if that is `patience` or more.
+  std::optional<kj::Duration> TakeToken(ModuleGrants& grants, kj::Duration patience);
   Grant* FindGrant(absl::string_view module, absl::string_view service);
   const ModuleGrants* FindModule(absl::string_view module) const;
   void CountRefusal(absl::string_view module, absl::string_view service, ServiceRule rule);

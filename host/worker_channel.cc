@@ -481,10 +481,12 @@ void WorkerChannel::OnServiceRequest(uint64_t call_id, kj::ArrayPtr<const capnp:
     return;
   }
   ServiceBroker& broker = *config_.services;
-  if (auto refusal = broker.Admit(caller, request->service, request->bytes, head.services)) {
+  ServiceBroker::Admission admission =
+      broker.Admit(caller, request->service, request->bytes, head.services);
+  if (admission.refusal) {
     ServiceAnswer answer = FailedAnswer(
         ServiceAnswer::Outcome::kRefused,
-        absl::StrCat(ServiceRuleName(refusal->rule), ": ", refusal->message));
+        absl::StrCat(ServiceRuleName(admission.refusal->rule), ": ", admission.refusal->message));
     broker.Record(config_.module, request->service, answer, 0);
     SendServiceAnswer(call_id, answer);
     return;
@@ -492,9 +494,21 @@ void WorkerChannel::OnServiceRequest(uint64_t call_id, kj::ArrayPtr<const capnp:
   service_pending_ = true;
   const uint64_t token = ++service_token_;
   std::string service = request->service;
+  // Past the module's rate, the request waits for its token first (the worker sleeps).
+  kj::Promise<ServiceAnswer> performed = nullptr;
+  if (admission.wait > 0 * kj::NANOSECONDS) {
+    caller.time_left -= admission.wait;
+    performed = timer_.afterDelay(admission.wait)
+                    .then([&broker, caller = std::move(caller),
+                           request = *std::move(request)]() mutable {
+                      return broker.Perform(caller, std::move(request));
+                    });
+  } else {
+    performed = broker.Perform(caller, *std::move(request));
+  }
   // The answer is handled on a turn of its own: handling it may drop `service_`, which must
   // not happen inside its own callback.
-  service_ = broker.Perform(caller, *std::move(request))
+  service_ = kj::mv(performed)
                  .catch_([](kj::Exception&& e) {
                    return FailedAnswer(ServiceAnswer::Outcome::kFailed,
                                        absl::StrCat("failed: ", e.getDescription().cStr()));

@@ -1,6 +1,7 @@
 // bench/services/probe_module: the brokered side of bench/services/run. GET /pings?n=N makes N
 // PINGs through the host (service "cache"), each timed in the worker from the request to the
 // answer (worker -> host -> Redis -> host -> worker), and answers "p50_ns p99_ns".
+// Built twice: as "probe", and as "flood" (PROBE_NAME) for the rate-limited flood.
 #include <time.h>
 
 #include <algorithm>
@@ -41,4 +42,4 @@ struct Probe {
 
 }  // namespace
 
-MP_MODULE(Probe, "probe", "1.0.0")
+MP_MODULE(Probe, PROBE_NAME, "1.0.0")
