@@ -7,7 +7,7 @@
 //   - throughput lines: frames streamed one way through a ring for a fixed time per size.
 // The closing "targets" section compares p50s (and the 64 B rate) with the targets.
 //
-//   ring_latency [--quick] [--iterations=N]
+//   ring_latency [--quick] [--unpinned] [--iterations=N]
 //
 // Timings only: nothing here passes or fails a build (CONVENTIONS.md, "Tests").
 #include <arpa/inet.h>
@@ -480,6 +480,10 @@ Options ParseFlags(int argc, char** argv) {
       o.quick = true;
       continue;
     }
+    if (a == "--unpinned") {
+      o.unpinned = true;
+      continue;
+    }
     std::string value;
     if (a.starts_with("--iterations=")) {
       value = a.substr(a.find('=') + 1);
@@ -491,9 +495,11 @@ Options ParseFlags(int argc, char** argv) {
     if (iterations < 100 || *end != '\0') {
       const bool help = a == "--help" || a == "-h";
       std::fprintf(help ? stdout : stderr,
-                   "usage: ring_latency [--quick] [--iterations=N]\n"
+                   "usage: ring_latency [--quick] [--unpinned] [--iterations=N]\n"
                    "  --iterations=N  timed round trips per latency line (default 20000, >= 100)\n"
-                   "  --quick         smoke run: 2000 round trips, 0.1 s per throughput line\n");
+                   "  --quick         smoke run: 2000 round trips, 0.1 s per throughput line\n"
+                   "  --unpinned      pin neither process to a CPU (the scheduler places them,\n"
+                   "                  as it places mphost's host and workers)\n");
       std::exit(help ? 0 : 2);
     }
   }
@@ -540,8 +546,10 @@ void OnSigchld(int) {
 int Main(int argc, char** argv) {
   Options o = ParseFlags(argc, argv);
   const std::vector<int> cpus = AllowedCpus();
-  const bool pinned = cpus.size() >= 2;
-  if (pinned) {
+  const bool pinned = cpus.size() >= 2 && !o.unpinned;
+  if (o.unpinned && cpus.size() >= 2) {
+    absl::PrintF("ring_latency: nothing pinned (--unpinned), %d CPUs\n", static_cast<int>(cpus.size()));
+  } else if (pinned) {
     PinTo(cpus[0]);
     absl::PrintF("ring_latency: parent pinned to CPU %d, child to CPU %d\n", cpus[0], cpus[1]);
   } else {

@@ -32,6 +32,7 @@ struct Options {
   int64_t warmup = 2000;        // untimed round trips before them
   double stream_seconds = 1.0;  // timed streaming per throughput line
   bool quick = false;
+  bool unpinned = false;  // leave both processes to the scheduler (as mphost's are)
   bool yield_when_spinning = false;  // one CPU: a spinner must hand the CPU to its peer
 };
 
