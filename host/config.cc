@@ -3,6 +3,7 @@
 #include <capnp/message.h>
 #include <grp.h>
 #include <sys/stat.h>
+#include <sys/un.h>
 #include <unistd.h>
 
 #include <algorithm>
@@ -10,6 +11,7 @@
 #include <fstream>
 #include <sstream>
 
+#include "absl/strings/match.h"
 #include "absl/strings/numbers.h"
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_join.h"
@@ -19,7 +21,31 @@
 #include "schemas/config.capnp.h"
 
 namespace mp::host {
+
+std::string RedisServiceConfig::Address() const {
+  return unix_path.empty() ? absl::StrCat(host, ":", port) : absl::StrCat("unix:", unix_path);
+}
+
 namespace {
+
+// A Redis password: the file's bytes, less one trailing newline. The error never quotes them.
+absl::StatusOr<std::string> ReadPasswordFile(const std::string& path) {
+  static constexpr size_t kMaxBytes = 4096;
+  std::ifstream in(path, std::ios::binary);
+  if (!in) return absl::NotFoundError(absl::StrCat("cannot read '", path, "'"));
+  std::string password(kMaxBytes + 1, '\0');
+  in.read(password.data(), static_cast<std::streamsize>(password.size()));
+  if (in.bad()) return absl::DataLossError(absl::StrCat("cannot read '", path, "'"));
+  password.resize(static_cast<size_t>(in.gcount()));
+  if (password.size() > kMaxBytes) {
+    return absl::InvalidArgumentError(
+        absl::StrCat("'", path, "' holds more than ", kMaxBytes, " bytes: not a password"));
+  }
+  if (absl::EndsWith(password, "\n")) password.pop_back();
+  if (absl::EndsWith(password, "\r")) password.pop_back();
+  if (password.empty()) return absl::InvalidArgumentError(absl::StrCat("'", path, "' is empty"));
+  return password;
+}
 
 bool ValidModuleName(absl::string_view n) {
   if (n.empty() || n.size() > 32) return false;
@@ -259,14 +285,40 @@ absl::StatusOr<HostConfig> ParseConfig(absl::string_view json, absl::string_view
         const auto r = sv.getRedis();
         sc.is_redis = true;
         const std::string address = S(r.getAddress());
-        const size_t colon = address.rfind(':');
-        int port = 0;
-        if (colon == std::string::npos || colon == 0 ||
-            !absl::SimpleAtoi(address.substr(colon + 1), &port) || port < 1 || port > 65535) {
-          return error(at + ".redis.address", absl::StrCat("'", address, "' is not HOST:PORT"));
+        if (absl::StartsWith(address, "unix:")) {
+          sc.redis.unix_path = address.substr(5);
+          if (sc.redis.unix_path.empty() || sc.redis.unix_path[0] != '/') {
+            return error(at + ".redis.address",
+                         absl::StrCat("'", address, "' is not unix:/ABSOLUTE/PATH"));
+          }
+          if (sc.redis.unix_path.size() >= sizeof(sockaddr_un::sun_path)) {
+            return error(at + ".redis.address",
+                         absl::StrCat("'", address, "': the socket path is longer than ",
+                                      sizeof(sockaddr_un::sun_path) - 1, " bytes"));
+          }
+        } else {
+          const size_t colon = address.rfind(':');
+          int port = 0;
+          if (colon == std::string::npos || colon == 0 ||
+              !absl::SimpleAtoi(address.substr(colon + 1), &port) || port < 1 || port > 65535) {
+            return error(at + ".redis.address",
+                         absl::StrCat("'", address, "' is not HOST:PORT or unix:/PATH"));
+          }
+          sc.redis.host = address.substr(0, colon);
+          sc.redis.port = static_cast<uint16_t>(port);
         }
-        sc.redis.host = address.substr(0, colon);
-        sc.redis.port = static_cast<uint16_t>(port);
+        sc.redis.user = S(r.getUser());
+        const std::string password_file = S(r.getPasswordFile());
+        if (!sc.redis.user.empty() && password_file.empty()) {
+          return error(at + ".redis.user", "needs passwordFile");
+        }
+        if (!password_file.empty()) {
+          const std::string path =
+              password_file[0] == '/' ? password_file : absl::StrCat(base_dir, "/", password_file);
+          auto password = ReadPasswordFile(path);
+          if (!password.ok()) return error(at + ".redis.passwordFile", password.status().message());
+          sc.redis.password = *std::move(password);
+        }
         sc.redis.key_prefix = S(r.getKeyPrefix());
         if (sc.redis.key_prefix.empty()) {
           return error(at + ".redis.keyPrefix",
@@ -295,8 +347,7 @@ absl::StatusOr<HostConfig> ParseConfig(absl::string_view json, absl::string_view
     for (size_t j = i + 1; j < out.modules.size(); ++j) {
       for (const ServiceConfig& a : out.modules[i].services) {
         for (const ServiceConfig& b : out.modules[j].services) {
-          if (!a.is_redis || !b.is_redis || a.redis.host != b.redis.host ||
-              a.redis.port != b.redis.port) {
+          if (!a.is_redis || !b.is_redis || a.redis.Address() != b.redis.Address()) {
             continue;
           }
           const std::string& pa = a.redis.key_prefix;

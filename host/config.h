@@ -15,8 +15,13 @@ namespace mp::host {
 
 // A service a module's handlers may reach through the host (docs/services.md).
 struct RedisServiceConfig {
-  std::string host;
+  std::string host;       // with port, unless unix_path is set
   uint16_t port = 0;
+  std::string unix_path;  // from "unix:/PATH"
+  std::string user;       // AUTH user (empty: the default user)
+  std::string password;   // from passwordFile; empty: no AUTH. Never logged or shown
+  // "HOST:PORT" or "unix:/PATH": how the server is named in errors, logs and mpctl.
+  std::string Address() const;
   std::string key_prefix;
   std::vector<std::string> commands;  // upper case, each one the host knows the keys of
   uint32_t connections = 2;

@@ -134,7 +134,8 @@ class RedisPool::Connection {
   absl::Status Send(const std::vector<std::string>& argv, kj::Own<ReplyFulfiller> fulfiller);
 
  private:
-  enum class State { kDown, kConnecting, kUp };
+  // kAuthenticating: connected, AUTH sent; commands wait for kUp.
+  enum class State { kDown, kConnecting, kAuthenticating, kUp };
 
   // hiredis' hooks and callbacks: C entry points, so nothing may throw out of them.
   static void AddReadHook(void* self) noexcept;
@@ -158,6 +159,8 @@ class RedisPool::Connection {
   bool InputPending() const;
   void DropObserver() noexcept;
   void ConnectFailed(std::string error);
+  void Authenticate();
+  void MarkUp();
   void ScheduleReconnect();
   void Resolve(absl::StatusOr<RedisValue> result);
 
@@ -177,6 +180,7 @@ class RedisPool::Connection {
   bool in_read_ = false;      // inside redisAsyncHandleRead: see ArmRead
   size_t reader_len_ = 0;     // the reader's buffered bytes before that read
   bool ever_up_ = false;      // a later connect is a reconnect
+  bool auth_refused_ = false;  // this context is being dropped for a refused AUTH
   uint32_t backoff_ms_;
   kj::TimePoint up_since_ = kj::origin<kj::TimePoint>();
   std::string error_;  // the current attempt's failure, read by CleanupHook
@@ -187,8 +191,10 @@ void RedisPool::Connection::StartConnect() {
   ++generation_;
   state_ = State::kConnecting;
   error_.clear();
+  auth_refused_ = false;
   const RedisPoolOptions& o = pool_.options_;
-  redisAsyncContext* ac = redisAsyncConnect(o.host.c_str(), o.port);
+  redisAsyncContext* ac = o.unix_path.empty() ? redisAsyncConnect(o.host.c_str(), o.port)
+                                              : redisAsyncConnectUnix(o.unix_path.c_str());
   if (ac == nullptr) return ConnectFailed("out of memory");
   if (ac->err != 0) {
     // Failed before any hook was set (refused at once, bad address): free it here, no callback.
@@ -219,8 +225,10 @@ void RedisPool::Connection::StartConnect() {
   const uint32_t timeout_ms = pool_.options_.connect_timeout_ms;
   pool_.tasks_.add(
       pool_.timer_.afterDelay(timeout_ms * kj::MILLISECONDS).then([this, gen, timeout_ms] {
-        if (gen != generation_ || state_ != State::kConnecting || ac_ == nullptr) return;
-        error_ = absl::StrCat("connect timed out after ", timeout_ms, " ms");
+        if (gen != generation_ || ac_ == nullptr) return;
+        if (state_ != State::kConnecting && state_ != State::kAuthenticating) return;
+        error_ = absl::StrCat(state_ == State::kConnecting ? "connect" : "AUTH",
+                              " timed out after ", timeout_ms, " ms");
         // Not inside a hiredis callback: freeing is ours to do. CleanupHook counts the failure.
         redisAsyncFree(ac_);
       }));
@@ -368,11 +376,53 @@ void RedisPool::Connection::OnConnect(const redisAsyncContext* ac, int status) n
     c->error_ = ac->c.errstr[0] != '\0' ? ac->c.errstr : "connect failed";
     return;
   }
-  c->state_ = State::kUp;
-  c->up_since_ = c->pool_.timer_.now();
-  const bool after_loss = c->ever_up_;
-  c->ever_up_ = true;
-  c->pool_.NoteConnected(after_loss);
+  if (c->pool_.options_.password.empty()) {
+    c->MarkUp();
+    return;
+  }
+  KJ_IF_MAYBE(e, kj::runCatchingExceptions([c] { c->Authenticate(); })) {
+    LogEvent(LogLevel::kError, "internal_error",
+             {{"service", c->pool_.options_.label}, {"what", e->getDescription().cStr()}});
+  }
+}
+
+void RedisPool::Connection::MarkUp() {
+  state_ = State::kUp;
+  up_since_ = pool_.timer_.now();
+  const bool after_loss = ever_up_;
+  ever_up_ = true;
+  pool_.NoteConnected(after_loss);
+}
+
+// The first command on a new connection, before any of the pool's: its reply comes first.
+// Refused (WRONGPASS, or no password set on the server), the connection is dropped and counted
+// as a failed connect, so it is retried with backoff and logged rate-limited.
+void RedisPool::Connection::Authenticate() {
+  state_ = State::kAuthenticating;
+  const RedisPoolOptions& o = pool_.options_;
+  std::vector<std::string> argv = {"AUTH"};
+  if (!o.user.empty()) argv.push_back(o.user);
+  argv.push_back(o.password);
+  auto paf = kj::newPromiseAndFulfiller<absl::StatusOr<RedisValue>>();
+  if (absl::Status sent = Send(argv, kj::mv(paf.fulfiller)); !sent.ok()) {
+    error_ = absl::StrCat("AUTH could not be sent: ", sent.message());
+    redisAsyncDisconnect(ac_);
+    return;
+  }
+  const uint64_t gen = generation_;
+  pool_.tasks_.add(paf.promise.then([this, gen](absl::StatusOr<RedisValue> reply) {
+    if (gen != generation_ || state_ != State::kAuthenticating || ac_ == nullptr) return;
+    if (reply.ok() && reply->type != RedisValue::Type::kError) {
+      MarkUp();
+      return;
+    }
+    error_ = absl::StrCat("AUTH refused: ",
+                          reply.ok() ? reply->str : std::string(reply.status().message()));
+    auth_refused_ = true;
+    // Outside hiredis' callbacks: hiredis disconnects now (nothing else is pending), and
+    // CleanupHook takes it for a failed connect.
+    redisAsyncDisconnect(ac_);
+  }));
 }
 
 void RedisPool::Connection::OnReply(redisAsyncContext* ac, void* reply, void*) noexcept {
@@ -430,7 +480,7 @@ void RedisPool::Connection::CleanupHook(void* self) noexcept {
   const State was = c->state_;
   c->state_ = State::kDown;
   if (c->pool_.closing_) return;
-  if (was == State::kConnecting) {
+  if (was == State::kConnecting || was == State::kAuthenticating) {
     c->ConnectFailed(c->error_.empty() ? "connect failed" : c->error_);
   } else {
     // Lost. OnDisconnect (next) logs it. A connection that stayed up for a while starts its
@@ -446,7 +496,7 @@ void RedisPool::Connection::CleanupHook(void* self) noexcept {
 void RedisPool::Connection::OnDisconnect(const redisAsyncContext* ac, int) noexcept {
   auto* c = static_cast<Connection*>(ac->data);
   RedisPool& pool = c->pool_;
-  if (pool.closing_) return;
+  if (pool.closing_ || c->auth_refused_) return;  // a refused AUTH is logged as a failed connect
   const char* error = ac->c.errstr[0] != '\0' ? ac->c.errstr : "disconnected";
   pool.last_error_ = error;
   LogEvent(LogLevel::kWarn, "redis_disconnected",
@@ -493,7 +543,8 @@ RedisPool::RedisPool(kj::UnixEventPort& events, kj::Timer& timer, RedisPoolOptio
     : events_(events),
       timer_(timer),
       options_(Sanitized(std::move(options))),
-      address_(absl::StrCat(options_.host, ":", options_.port)),
+      address_(options_.unix_path.empty() ? absl::StrCat(options_.host, ":", options_.port)
+                                          : absl::StrCat("unix:", options_.unix_path)),
       tasks_(*this) {
   connections_.reserve(options_.connections);
   for (uint32_t i = 0; i < options_.connections; ++i) {

@@ -29,6 +29,11 @@ struct RedisPoolOptions {
   // An IP address: hiredis resolves a name with a blocking getaddrinfo() on the loop thread.
   std::string host = "127.0.0.1";
   uint16_t port = 6379;
+  std::string unix_path;  // when set, the server's Unix socket instead of host:port
+  // AUTH on every connect before the connection serves (password empty: none). A refused AUTH
+  // fails the connect (logged as such, retried with backoff); the password is never logged.
+  std::string user;  // empty: AUTH password (the default user)
+  std::string password;
   uint32_t connections = 2;  // connections kept open (at least 1)
   uint32_t connect_timeout_ms = 1000;
   uint32_t min_backoff_ms = 100;  // reconnect backoff, doubling up to max
@@ -83,7 +88,7 @@ class RedisPool final : private kj::TaskSet::ErrorHandler {
   kj::UnixEventPort& events_;
   kj::Timer& timer_;
   const RedisPoolOptions options_;
-  const std::string address_;  // "host:port", for messages and logs
+  const std::string address_;  // "host:port" or "unix:/path", for messages and logs
   bool closing_ = false;       // set by the destructor: no reconnects, no logs, CANCELLED
   std::string last_error_;     // why the most recent connect failed or connection dropped
   uint64_t reconnects_ = 0;

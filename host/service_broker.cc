@@ -40,6 +40,9 @@ void ServiceBroker::Configure(const std::vector<ModuleConfig>& modules) {
         RedisPoolOptions options;
         options.host = sc.redis.host;
         options.port = sc.redis.port;
+        options.unix_path = sc.redis.unix_path;
+        options.user = sc.redis.user;
+        options.password = sc.redis.password;
         options.connections = sc.redis.connections;
         options.label = absl::StrCat("module '", m.name, "' service '", sc.name, "'");
         g.pool = std::make_shared<RedisPool>(events_, timer_, std::move(options));
@@ -207,7 +210,7 @@ kj::Promise<ServiceAnswer> ServiceBroker::Perform(const ServiceCaller& caller,
 kj::Promise<ServiceAnswer> ServiceBroker::Redis(const Grant& grant, std::vector<std::string> argv,
                                                 kj::Duration limit) {
   std::shared_ptr<RedisPool> pool = grant.pool;
-  const std::string address = absl::StrCat(grant.config.redis.host, ":", grant.config.redis.port);
+  const std::string address = grant.config.redis.Address();
   const uint32_t ms = Millis(limit);
   auto command = pool->Command(std::move(argv)).then([](absl::StatusOr<RedisValue> v) {
     if (!v.ok()) return FailedAnswer(ServiceAnswer::Outcome::kFailed, std::string(v.status().message()));
@@ -282,7 +285,7 @@ void ServiceBroker::FillInfo(absl::string_view module, control::ModuleInfo::Buil
       s.setKind("none");  // refusals of services the module was never granted
     } else if (grant.config.is_redis) {
       s.setKind("redis");
-      s.setTarget(absl::StrCat(grant.config.redis.host, ":", grant.config.redis.port));
+      s.setTarget(grant.config.redis.Address());
       if (grant.pool) {
         s.setConnected(static_cast<uint32_t>(grant.pool->connected()));
         s.setReconnects(grant.pool->reconnects());

@@ -96,11 +96,14 @@ struct Service {
 }
 
 struct RedisService {
-  address @0 :Text;         # HOST:PORT of the Redis server
+  address @0 :Text;         # HOST:PORT of the Redis server, or unix:/PATH of its socket
   keyPrefix @1 :Text;       # required: every key argument must start with it
   commands @2 :List(Text);  # the commands the module may send (docs/services.md lists those
                             # the host knows the key positions of)
   connections @3 :UInt32 = 2;  # kept open, shared by the module's workers
+  user @4 :Text;            # AUTH as this ACL user (Redis 6+); needs passwordFile
+  passwordFile @5 :Text;    # AUTH with the password in this file (relative: to the config's
+                            # directory), read when the config is loaded; never shown
 }
 
 struct ServiceLimits {

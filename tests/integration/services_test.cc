@@ -21,6 +21,7 @@ namespace mp::testing {
 namespace {
 
 using ::testing::HasSubstr;
+using ::testing::Not;
 using ::testing::StartsWith;
 
 std::string ExtraModuleDir() { return MP_TEST_EXTRA_MODULE_DIR; }
@@ -248,6 +249,48 @@ struct Who {
   const char* name;
   bool unprivileged;
 };
+
+// A Redis that requires a password, reached over its Unix socket: the host AUTHs each
+// connection with the password from passwordFile (relative to the config), which appears in no
+// log. A wrong one leaves the handler a clear error, and other modules serve on.
+TEST(ServicesAuthTest, APasswordFileAndAUnixSocketReachAProtectedRedis) {
+  auto redis = RedisServer::Start({.password = "pw-7f3a", .unix_socket = true});
+  ASSERT_TRUE(redis.ok()) << redis.status();
+  TempDir dir;
+  dir.Write("right.pw", "pw-7f3a\n");
+  dir.Write("wrong.pw", "not-the-pw\n");
+  auto config = [&](const std::string& password_file) {
+    return dir.Write("mphost-" + password_file + ".json",
+                     "{\"modules\":[" + Echo() + ",{\"name\":\"svc\",\"plugin\":\"" +
+                         ExtraModuleDir() +
+                         "/libsvc.so\",\"workers\":1,\"services\":{\"cache\":{\"redis\":{"
+                         "\"address\":\"unix:" + (*redis)->unix_path() +
+                         "\",\"passwordFile\":\"" + password_file +
+                         "\",\"keyPrefix\":\"a:\",\"commands\":[\"SET\",\"GET\"]}}}}]}");
+  };
+  {
+    HostProcess host(std::vector<std::string>{"--config", config("right.pw")});
+    ASSERT_TRUE(host.started()) << host.Log();
+    EXPECT_EQ(HttpRequest(host.port(), "GET", "/m/svc/redis?a=SET&a=a:k&a=v").body, "status:OK");
+    EXPECT_EQ(HttpRequest(host.port(), "GET", "/m/svc/redis?a=GET&a=a:k").body, "str:v");
+    EXPECT_EQ(host.Stop(), 0);
+    EXPECT_THAT(host.Log(), HasSubstr("address=unix:" + (*redis)->unix_path()));
+    EXPECT_THAT(host.Log(), Not(HasSubstr("pw-7f3a")));
+  }
+  HostProcess host(std::vector<std::string>{"--config", config("wrong.pw")});
+  ASSERT_TRUE(host.started()) << host.Log();
+  // Before the first refusal, a request would find the connection still starting.
+  ASSERT_TRUE(Eventually([&] {
+    return host.Log().find("event=redis_connect_failed") != std::string::npos;
+  })) << host.Log();
+  const HttpResponse refused = HttpRequest(host.port(), "GET", "/m/svc/redis?a=GET&a=a:k");
+  EXPECT_EQ(refused.status, 502);
+  EXPECT_THAT(refused.body, HasSubstr("AUTH refused: WRONGPASS"));
+  EXPECT_EQ(HttpRequest(host.port(), "GET", "/m/echo/x").status, 200);
+  EXPECT_EQ(host.Stop(), 0);
+  EXPECT_THAT(host.Log(), HasSubstr("event=redis_connect_failed"));
+  EXPECT_THAT(host.Log(), Not(HasSubstr("not-the-pw")));
+}
 
 class ServicesWhoTest : public ::testing::TestWithParam<Who> {};
 

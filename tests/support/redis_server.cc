@@ -68,7 +68,8 @@ absl::StatusOr<uint16_t> FreeLoopbackPort() {
 
 namespace {
 
-// True if a server on 127.0.0.1:`port` answers PING with +PONG within half a second.
+// True if a server on 127.0.0.1:`port` answers PING within half a second: +PONG, or -NOAUTH
+// from one that wants a password first.
 bool AnswersPing(uint16_t port) {
   UniqueFd fd(socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0));
   if (!fd) return false;
@@ -91,12 +92,12 @@ bool AnswersPing(uint16_t port) {
   }
   std::string got;
   char buf[64];
-  while (got.size() < 7) {
+  while (got.size() < 7) {  // "+PONG\r\n", "-NOAUTH"...
     const ssize_t n = RetryEintr([&] { return recv(fd.get(), buf, sizeof buf, 0); });
     if (n <= 0) return false;
     got.append(buf, static_cast<size_t>(n));
   }
-  return got.rfind("+PONG\r\n", 0) == 0;
+  return got.rfind("+PONG\r\n", 0) == 0 || got.rfind("-NOAUTH", 0) == 0;
 }
 
 // The last lines of redis' log and output, for an error message.
@@ -115,8 +116,9 @@ std::string LogTail(const std::string& dir) {
 
 }  // namespace
 
-RedisServer::RedisServer(std::string binary, std::string dir, uint16_t port)
-    : binary_(std::move(binary)), dir_(std::move(dir)), port_(port) {}
+RedisServer::RedisServer(std::string binary, std::string dir, uint16_t port,
+                         RedisServerOptions options)
+    : binary_(std::move(binary)), dir_(std::move(dir)), port_(port), options_(std::move(options)) {}
 
 RedisServer::~RedisServer() {
   Stop();
@@ -124,7 +126,7 @@ RedisServer::~RedisServer() {
   std::filesystem::remove_all(dir_, ignored);
 }
 
-absl::StatusOr<std::unique_ptr<RedisServer>> RedisServer::Start() {
+absl::StatusOr<std::unique_ptr<RedisServer>> RedisServer::Start(RedisServerOptions options) {
   std::string binary = FindRedisServer();
   if (binary.empty()) {
     return absl::FailedPreconditionError("redis-server not found: tools/setup installs it");
@@ -140,7 +142,7 @@ absl::StatusOr<std::unique_ptr<RedisServer>> RedisServer::Start() {
     if (mkdtemp(dir.data()) == nullptr)
       return ErrnoStatus(absl::StrCat("mkdtemp(", dir, ")"), errno);
     // From here the object owns the directory: its destructor removes it.
-    std::unique_ptr<RedisServer> server(new RedisServer(binary, std::move(dir), *port));
+    std::unique_ptr<RedisServer> server(new RedisServer(binary, std::move(dir), *port, options));
     last = server->Launch();
     if (last.ok()) return server;
   }
@@ -154,6 +156,12 @@ absl::Status RedisServer::Launch() {
       binary_, "--port",           port, "--bind",    "127.0.0.1", "--save",
       "",      "--appendonly",     "no", "--dir",     dir_,        "--daemonize",
       "no",    "--protected-mode", "no", "--logfile", log};
+  if (!options_.password.empty()) {
+    args.insert(args.end(), {"--requirepass", options_.password});
+  }
+  if (options_.unix_socket) {
+    args.insert(args.end(), {"--unixsocket", unix_path(), "--unixsocketperm", "700"});
+  }
   std::vector<char*> argv;
   for (std::string& a : args) argv.push_back(a.data());
   argv.push_back(nullptr);

@@ -17,6 +17,11 @@ namespace mp::testing {
 // which is then closed. Free until someone else takes it.
 absl::StatusOr<uint16_t> FreeLoopbackPort();
 
+struct RedisServerOptions {
+  std::string password{};    // requirepass: clients must AUTH with it
+  bool unix_socket = false;  // also listen on <dir>/redis.sock (see unix_path())
+};
+
 // Not thread-safe: one thread at a time (any thread; it uses no event loop). The server dies
 // with the thread that started it (PR_SET_PDEATHSIG), so a crashed test leaves none behind.
 class RedisServer {
@@ -24,7 +29,7 @@ class RedisServer {
   // Starts redis-server on 127.0.0.1 at a port the kernel picked, and returns once it answers
   // PING (at most 5 s). FAILED_PRECONDITION "redis-server not found: tools/setup installs it"
   // when it is not installed.
-  static absl::StatusOr<std::unique_ptr<RedisServer>> Start();
+  static absl::StatusOr<std::unique_ptr<RedisServer>> Start(RedisServerOptions options = {});
   ~RedisServer();
   RedisServer(const RedisServer&) = delete;
   RedisServer& operator=(const RedisServer&) = delete;
@@ -32,6 +37,8 @@ class RedisServer {
   uint16_t port() const { return port_; }
   pid_t pid() const { return pid_; }               // -1 while stopped
   const std::string& dir() const { return dir_; }  // holds redis.log
+  // The Unix socket it also listens on (mode 0700), or "" without options.unix_socket.
+  std::string unix_path() const { return options_.unix_socket ? dir_ + "/redis.sock" : ""; }
 
   // SIGTERM, then SIGKILL if it has not exited within 2 s; reaps it. Idempotent.
   void Stop();
@@ -40,13 +47,14 @@ class RedisServer {
   absl::Status Restart();
 
  private:
-  RedisServer(std::string binary, std::string dir, uint16_t port);
+  RedisServer(std::string binary, std::string dir, uint16_t port, RedisServerOptions options);
   // Forks and execs redis-server; waits until it answers.
   absl::Status Launch();
 
   const std::string binary_;
   const std::string dir_;
   const uint16_t port_;
+  const RedisServerOptions options_;
   pid_t pid_ = -1;
 };
 

@@ -4,6 +4,9 @@
 
 #include <unistd.h>
 
+#include <filesystem>
+#include <fstream>
+
 #include "gmock/gmock.h"
 #include "gtest/gtest.h"
 #include "host/config_json.h"
@@ -13,6 +16,7 @@ namespace mp::host {
 namespace {
 
 using ::testing::HasSubstr;
+using ::testing::Not;
 
 // A plugin path that exists (the config checks it): this test's own executable.
 std::string Plugin() {
@@ -185,6 +189,51 @@ TEST(ConfigParseTest, ABadServiceNamesItsFieldAndTheProblem) {
   EXPECT_TRUE(Parse("{\"modules\": [" + Module(", " + grant + "\"a:\"}}}") + ", " + second +
                     "\"b:\"}}}}]}")
                   .ok());
+}
+
+// A Redis on a Unix socket, and AUTH with a password read from a file (relative paths: to the
+// config's directory). Errors name the field and the file, never the password.
+TEST(ConfigParseTest, RedisOverAUnixSocketWithAPasswordFile) {
+  char dir_template[] = "/tmp/mp-config-test-XXXXXX";
+  ASSERT_NE(::mkdtemp(dir_template), nullptr);
+  const std::string dir = dir_template;
+  auto write = [&](const std::string& name, const std::string& bytes) {
+    std::ofstream(dir + "/" + name, std::ios::binary) << bytes;
+  };
+  write("pw", "s3cret\n");
+  write("empty", "");
+  write("long", std::string(5000, 'x'));
+  auto parse = [&](const std::string& redis) {
+    return ParseConfig(WithServices("{\"c\": {\"redis\": {\"keyPrefix\": \"e:\", "
+                                    "\"commands\": [\"GET\"], " + redis + "}}}"),
+                       "t.json", dir);
+  };
+  auto c = parse("\"address\": \"unix:/run/redis/redis.sock\", \"user\": \"app\", "
+                 "\"passwordFile\": \"pw\"");
+  ASSERT_TRUE(c.ok()) << c.status();
+  const RedisServiceConfig& r = c->modules[0].services[0].redis;
+  EXPECT_EQ(r.unix_path, "/run/redis/redis.sock");
+  EXPECT_EQ(r.Address(), "unix:/run/redis/redis.sock");
+  EXPECT_EQ(r.user, "app");
+  EXPECT_EQ(r.password, "s3cret");  // less its newline
+  auto error = [&](const std::string& redis) {
+    auto bad = parse(redis);
+    EXPECT_FALSE(bad.ok()) << redis;
+    return bad.ok() ? "" : std::string(bad.status().message());
+  };
+  EXPECT_THAT(error("\"address\": \"unix:redis.sock\""),
+              HasSubstr("redis.address: 'unix:redis.sock' is not unix:/ABSOLUTE/PATH"));
+  EXPECT_THAT(error("\"address\": \"unix:/" + std::string(120, 'a') + "\""),
+              HasSubstr("the socket path is longer than 107 bytes"));
+  const std::string tcp = "\"address\": \"127.0.0.1:6390\", ";
+  EXPECT_THAT(error(tcp + "\"passwordFile\": \"missing\""),
+              HasSubstr("redis.passwordFile: cannot read '" + dir + "/missing'"));
+  EXPECT_THAT(error(tcp + "\"passwordFile\": \"empty\""), HasSubstr("is empty"));
+  const std::string long_error = error(tcp + "\"passwordFile\": \"long\"");
+  EXPECT_THAT(long_error, HasSubstr("holds more than 4096 bytes"));
+  EXPECT_THAT(long_error, Not(HasSubstr("xxxx")));
+  EXPECT_THAT(error(tcp + "\"user\": \"app\""), HasSubstr("redis.user: needs passwordFile"));
+  std::filesystem::remove_all(dir);
 }
 
 }  // namespace

@@ -26,6 +26,7 @@ namespace mp::host {
 namespace {
 
 using ::testing::HasSubstr;
+using ::testing::Not;
 using ::testing::StartsWith;
 using Result = absl::StatusOr<RedisValue>;
 using Type = RedisValue::Type;
@@ -414,6 +415,91 @@ TEST_F(RedisClientTest, RepeatedConnectFailuresAreLoggedOnce) {
   EXPECT_EQ(lines, 1u) << log;
   EXPECT_THAT(log, HasSubstr(absl::StrCat("address=127.0.0.1:", *port)));
   EXPECT_THAT(log, HasSubstr("service=test"));
+}
+
+// A server that requires a password: every connection AUTHs before it serves.
+TEST_F(RedisClientTest, AuthenticatesEachConnectionBeforeItServes) {
+  auto server = mp::testing::RedisServer::Start({.password = "s3cret pw"});
+  ASSERT_TRUE(server.ok()) << server.status();
+  server_ = std::move(*server);
+  RedisPoolOptions o = Options();
+  o.connections = 2;
+  o.password = "s3cret pw";
+  auto pool = ConnectedPool(o);
+  for (int i = 0; i < 4; ++i) {  // round robin: both connections
+    Result r = Run(*pool, {"SET", "k", "v"});
+    ASSERT_TRUE(r.ok()) << r.status();
+    EXPECT_EQ(r->type, Type::kStatus) << r->str;
+  }
+  EXPECT_EQ(pool->connect_failures(), 0u);
+}
+
+// A refused AUTH is a failed connect: retried with backoff, logged rate-limited, and the
+// commands meanwhile fail naming it. The password appears nowhere.
+TEST_F(RedisClientTest, ARefusedAuthFailsTheConnectAndIsRetried) {
+  auto server = mp::testing::RedisServer::Start({.password = "right"});
+  ASSERT_TRUE(server.ok()) << server.status();
+  server_ = std::move(*server);
+  RedisPoolOptions o = Options();
+  o.connections = 1;
+  o.password = "wrong-secret";
+  ::testing::internal::CaptureStderr();
+  std::string error;
+  {
+    RedisPool pool(events(), timer(), o);
+    EXPECT_TRUE(WaitUntil([&] { return pool.connect_failures() >= 3; }, 5000))
+        << pool.connect_failures();
+    EXPECT_EQ(pool.connected(), 0u);
+    Result r = Run(pool, {"PING"});
+    ASSERT_FALSE(r.ok());
+    EXPECT_EQ(r.status().code(), absl::StatusCode::kUnavailable);
+    error = std::string(r.status().message());
+  }
+  const std::string log = ::testing::internal::GetCapturedStderr();
+  EXPECT_THAT(error, HasSubstr("AUTH refused"));
+  EXPECT_THAT(error, HasSubstr("WRONGPASS"));
+  EXPECT_THAT(log, HasSubstr("AUTH refused"));
+  EXPECT_THAT(log, Not(HasSubstr("event=redis_disconnected")));
+  EXPECT_THAT(error + log, Not(HasSubstr("wrong-secret")));
+}
+
+// A Redis 6+ ACL user: AUTH user password.
+TEST_F(RedisClientTest, AuthenticatesAsAnAclUser) {
+  RedisPool admin(events(), timer(), Options());
+  ASSERT_TRUE(WaitUntil([&] { return admin.connected() > 0; }, 5000));
+  Result made = Run(admin, {"ACL", "SETUSER", "app", "on", ">app-pw", "~app:*", "+get", "+set"});
+  ASSERT_TRUE(made.ok()) << made.status();
+  ASSERT_EQ(made->type, Type::kStatus) << made->str;
+  RedisPoolOptions o = Options();
+  o.user = "app";
+  o.password = "app-pw";
+  auto pool = ConnectedPool(o);
+  Result set = Run(*pool, {"SET", "app:k", "v"});
+  ASSERT_TRUE(set.ok()) << set.status();
+  EXPECT_EQ(set->type, Type::kStatus) << set->str;
+  Result denied = Run(*pool, {"SET", "other:k", "v"});  // the server's ACL, not ours
+  ASSERT_TRUE(denied.ok()) << denied.status();
+  EXPECT_EQ(denied->type, Type::kError);
+  EXPECT_THAT(denied->str, HasSubstr("NOPERM"));
+}
+
+TEST_F(RedisClientTest, ConnectsOverAUnixSocket) {
+  auto server = mp::testing::RedisServer::Start({.unix_socket = true});
+  ASSERT_TRUE(server.ok()) << server.status();
+  server_ = std::move(*server);
+  RedisPoolOptions o = Options();
+  o.port = 1;  // unused: the socket is
+  o.unix_path = server_->unix_path();
+  auto pool = ConnectedPool(o);
+  Result r = Run(*pool, {"PING"});
+  ASSERT_TRUE(r.ok()) << r.status();
+  EXPECT_EQ(r->str, "PONG");
+  // Gone: the errors name the socket.
+  server_->Stop();
+  EXPECT_TRUE(WaitUntil([&] { return pool->connected() == 0; }, 5000));
+  Result down = Run(*pool, {"PING"});
+  ASSERT_FALSE(down.ok());
+  EXPECT_THAT(down.status().message(), HasSubstr("unix:" + o.unix_path));
 }
 
 }  // namespace
