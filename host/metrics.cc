@@ -164,7 +164,7 @@ std::string RenderMetrics(control::Snapshot::Reader snapshot) {
   Family(&out, "mphost_wakeups_total", "counter",
          "Wake-up syscalls between the host and the module's workers: to_worker, futex wakes "
          "of a sleeping worker; to_host, doorbell rings of the sleeping host (read from each "
-         "worker's doorbell every 64 wake-ups and when it exits). Per call, the cost of the hop "
+         "worker's doorbell counter every 64 doorbell events and when it exits). Per call, the cost of the hop "
          "beyond the rings themselves.",
          modules, [&](ModuleReader m, const std::string& module) {
            absl::StrAppend(&out, "mphost_wakeups_total{module=\"", module,

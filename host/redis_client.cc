@@ -180,7 +180,9 @@ class RedisPool::Connection {
   bool in_read_ = false;      // inside redisAsyncHandleRead: see ArmRead
   size_t reader_len_ = 0;     // the reader's buffered bytes before that read
   bool ever_up_ = false;      // a later connect is a reconnect
-  bool auth_refused_ = false;  // this context is being dropped for a refused AUTH
+  // The context going now never served (AUTH refused or timed out): CleanupHook counted a
+  // failed connect, so OnDisconnect neither logs a loss nor replaces the pool's last error.
+  bool never_served_ = false;
   uint32_t backoff_ms_;
   kj::TimePoint up_since_ = kj::origin<kj::TimePoint>();
   std::string error_;  // the current attempt's failure, read by CleanupHook
@@ -191,7 +193,7 @@ void RedisPool::Connection::StartConnect() {
   ++generation_;
   state_ = State::kConnecting;
   error_.clear();
-  auth_refused_ = false;
+  never_served_ = false;
   const RedisPoolOptions& o = pool_.options_;
   redisAsyncContext* ac = o.unix_path.empty() ? redisAsyncConnect(o.host.c_str(), o.port)
                                               : redisAsyncConnectUnix(o.unix_path.c_str());
@@ -300,8 +302,9 @@ bool RedisPool::Connection::InputPending() const {
 // that becomes readable, so a wait is armed only once the socket is drained; until then the next
 // read is scheduled. hiredis calls addRead right after its read() and before it parses, so there
 // the reader's buffer has grown by exactly what read() returned: less than the 16 KiB asked for
-// means the socket was drained, with no syscall to ask. Elsewhere (after a write or the connect)
-// a peek tells.
+// means the socket was drained, with no syscall to ask, unless the peer has also closed (KJ's
+// at-end hint, from EPOLLRDHUP): the end of stream is read on the next turn, or it would never
+// be seen. Elsewhere (after a write or the connect) a peek tells.
 void RedisPool::Connection::ArmRead() {
   if (read_armed_ || ac_ == nullptr) return;
   read_armed_ = true;
@@ -312,9 +315,14 @@ void RedisPool::Connection::ArmRead() {
     if (want_read_) DoRead();
   };
   bool more;
-  if (in_read_) {
+  bool at_end_known = false, at_end = false;
+  KJ_IF_MAYBE(hint, observer_->atEndHint()) {
+    at_end_known = true;
+    at_end = *hint;
+  }
+  if (in_read_ && at_end_known) {
     const size_t got = ac_->c.reader->len - std::min(reader_len_, ac_->c.reader->len);
-    more = got >= kHiredisReadBytes;
+    more = got >= kHiredisReadBytes || at_end;
   } else {
     more = InputPending();
   }
@@ -380,10 +388,14 @@ void RedisPool::Connection::OnConnect(const redisAsyncContext* ac, int status) n
     c->MarkUp();
     return;
   }
+  // Called from redisAsyncHandleWrite: the AUTH's addWrite does not mean a full socket.
+  const bool in_write = c->in_write_;
+  c->in_write_ = false;
   KJ_IF_MAYBE(e, kj::runCatchingExceptions([c] { c->Authenticate(); })) {
     LogEvent(LogLevel::kError, "internal_error",
              {{"service", c->pool_.options_.label}, {"what", e->getDescription().cStr()}});
   }
+  c->in_write_ = in_write;
 }
 
 void RedisPool::Connection::MarkUp() {
@@ -405,8 +417,9 @@ void RedisPool::Connection::Authenticate() {
   argv.push_back(o.password);
   auto paf = kj::newPromiseAndFulfiller<absl::StatusOr<RedisValue>>();
   if (absl::Status sent = Send(argv, kj::mv(paf.fulfiller)); !sent.ok()) {
+    // Inside hiredis' connect callback, the context may not be freed: the connect timeout
+    // frees it, and CleanupHook counts the failure.
     error_ = absl::StrCat("AUTH could not be sent: ", sent.message());
-    redisAsyncDisconnect(ac_);
     return;
   }
   const uint64_t gen = generation_;
@@ -418,7 +431,6 @@ void RedisPool::Connection::Authenticate() {
     }
     error_ = absl::StrCat("AUTH refused: ",
                           reply.ok() ? reply->str : std::string(reply.status().message()));
-    auth_refused_ = true;
     // Outside hiredis' callbacks: hiredis disconnects now (nothing else is pending), and
     // CleanupHook takes it for a failed connect.
     redisAsyncDisconnect(ac_);
@@ -479,8 +491,9 @@ void RedisPool::Connection::CleanupHook(void* self) noexcept {
   c->read_armed_ = c->write_armed_ = false;
   const State was = c->state_;
   c->state_ = State::kDown;
+  c->never_served_ = was == State::kConnecting || was == State::kAuthenticating;
   if (c->pool_.closing_) return;
-  if (was == State::kConnecting || was == State::kAuthenticating) {
+  if (c->never_served_) {
     c->ConnectFailed(c->error_.empty() ? "connect failed" : c->error_);
   } else {
     // Lost. OnDisconnect (next) logs it. A connection that stayed up for a while starts its
@@ -496,7 +509,7 @@ void RedisPool::Connection::CleanupHook(void* self) noexcept {
 void RedisPool::Connection::OnDisconnect(const redisAsyncContext* ac, int) noexcept {
   auto* c = static_cast<Connection*>(ac->data);
   RedisPool& pool = c->pool_;
-  if (pool.closing_ || c->auth_refused_) return;  // a refused AUTH is logged as a failed connect
+  if (pool.closing_ || c->never_served_) return;
   const char* error = ac->c.errstr[0] != '\0' ? ac->c.errstr : "disconnected";
   pool.last_error_ = error;
   LogEvent(LogLevel::kWarn, "redis_disconnected",

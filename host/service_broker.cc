@@ -28,6 +28,14 @@ void ServiceBroker::Configure(const std::vector<ModuleConfig>& modules) {
     grants.limits = m.service_limits;
     grants.tokens = m.service_limits.max_requests_per_second;
     grants.refilled = timer_.now();
+    // A module still limited keeps its bucket across a reload, with the promises made to
+    // requests waiting for their turn (at most the new rate's worth in hand).
+    if (const ModuleGrants* old = FindModule(m.name);
+        old != nullptr && old->limits.max_requests_per_second != 0 &&
+        grants.limits.max_requests_per_second != 0) {
+      grants.tokens = std::min<double>(old->tokens, grants.limits.max_requests_per_second);
+      grants.refilled = old->refilled;
+    }
     for (const ServiceConfig& sc : m.services) {
       Grant& g = grants.services[sc.name];
       g.config = sc;
@@ -91,7 +99,7 @@ void ServiceBroker::CountRefusal(absl::string_view module, absl::string_view ser
 }
 
 ServiceBroker::Admission ServiceBroker::Admit(const ServiceCaller& caller,
-                                             absl::string_view service, uint64_t request_bytes,
+                                             const ServiceRequestData& request,
                                              ServiceUsage& usage) {
   Admission admission;
   auto found = modules_.find(caller.module);
@@ -101,31 +109,40 @@ ServiceBroker::Admission ServiceBroker::Admit(const ServiceCaller& caller,
   }
   ModuleGrants* m = &found->second;
   const ServiceLimits& limits = m->limits;
+  Grant* grant = nullptr;
   std::optional<kj::Duration> wait;
   if (usage.requests + 1 > limits.max_requests) {
     admission.refusal = Refusal{ServiceRule::kMaxRequests,
                                 absl::StrCat("the call has made its ", limits.max_requests,
                                              " service requests (serviceLimits.maxRequests)")};
-  } else if (usage.bytes_out + request_bytes > limits.max_bytes_out) {
+  } else if (usage.bytes_out + request.bytes > limits.max_bytes_out) {
     admission.refusal = Refusal{
         ServiceRule::kMaxBytesOut,
-        absl::StrCat("this request of ", request_bytes, " bytes would bring the call's to ",
-                     usage.bytes_out + request_bytes, ", past serviceLimits.maxBytesOutKb (",
+        absl::StrCat("this request of ", request.bytes, " bytes would bring the call's to ",
+                     usage.bytes_out + request.bytes, ", past serviceLimits.maxBytesOutKb (",
                      limits.max_bytes_out >> 10, " KiB)")};
-  } else if (wait = TakeToken(*m, caller.time_left); !wait) {
-    admission.refusal = Refusal{
-        ServiceRule::kMaxRate,
-        absl::StrCat("the module's workers are past their ", limits.max_requests_per_second,
-                     " service requests a second (serviceLimits.maxRequestsPerSecond), and this "
-                     "request's turn would come after its call's deadline (",
-                     Millis(caller.time_left), " ms left)")};
+  } else {
+    // Past the per-call limits, a request counts against them, refused or not: a handler
+    // cannot make the host check refusals without end.
+    ++usage.requests;
+    usage.bytes_out += request.bytes;
+    // The grant's rules before the rate: a request refused anyway spends no token and does
+    // not wait for one.
+    if (auto refusal = CheckGrant(caller, request, &grant)) {
+      admission.refusal = std::move(refusal);
+    } else if (wait = TakeToken(*m, caller.time_left); !wait) {
+      admission.refusal = Refusal{
+          ServiceRule::kMaxRate,
+          absl::StrCat("the module's workers are past their ", limits.max_requests_per_second,
+                       " service requests a second (serviceLimits.maxRequestsPerSecond), and "
+                       "this request's turn would come after its call's deadline (",
+                       Millis(caller.time_left), " ms left)")};
+    }
   }
   if (admission.refusal) {
-    CountRefusal(caller.module, service, admission.refusal->rule);
+    CountRefusal(caller.module, request.service, admission.refusal->rule);
     return admission;
   }
-  ++usage.requests;
-  usage.bytes_out += request_bytes;
   admission.wait = *wait;
   return admission;
 }
@@ -167,24 +184,44 @@ void ServiceBroker::AdmitAnswer(const ServiceCaller& caller, absl::string_view s
   usage.bytes_in += bytes;
 }
 
-kj::Promise<ServiceAnswer> ServiceBroker::Perform(const ServiceCaller& caller,
-                                                  ServiceRequestData request) {
-  auto refuse = [&](ServiceRule rule, std::string why) {
-    CountRefusal(caller.module, request.service, rule);
-    return FailedAnswer(ServiceAnswer::Outcome::kRefused,
-                        absl::StrCat(ServiceRuleName(rule), ": ", why));
-  };
+std::optional<Refusal> ServiceBroker::CheckGrant(const ServiceCaller& caller,
+                                                 const ServiceRequestData& request,
+                                                 Grant** grant_out) {
   Grant* grant = FindGrant(caller.module, request.service);
   if (grant == nullptr) {
-    return refuse(ServiceRule::kUnknownService,
-                  absl::StrCat("module '", caller.module, "' was granted no service named '",
-                               request.service, "'"));
+    return Refusal{ServiceRule::kUnknownService,
+                   absl::StrCat("module '", caller.module, "' was granted no service named '",
+                                request.service, "'")};
   }
   if (request.is_redis != grant->config.is_redis) {
-    return refuse(ServiceRule::kWrongKind,
-                  absl::StrCat("service '", request.service, "' is ",
-                               grant->config.is_redis ? "a Redis service, not a module"
-                                                      : "a module, not a Redis service"));
+    return Refusal{ServiceRule::kWrongKind,
+                   absl::StrCat("service '", request.service, "' is ",
+                                grant->config.is_redis ? "a Redis service, not a module"
+                                                       : "a module, not a Redis service")};
+  }
+  if (request.is_redis) {
+    if (auto refusal = CheckRedisCommand(grant->config.redis, request.argv)) return refusal;
+  } else {
+    const uint32_t max_depth = modules_.find(caller.module)->second.limits.max_depth;
+    if (caller.depth + 1 > max_depth) {
+      return Refusal{ServiceRule::kMaxDepth,
+                     absl::StrCat("the call is already ", caller.depth,
+                                  " module calls deep (serviceLimits.maxDepth ", max_depth, ")")};
+    }
+  }
+  *grant_out = grant;
+  return std::nullopt;
+}
+
+kj::Promise<ServiceAnswer> ServiceBroker::Perform(const ServiceCaller& caller,
+                                                  ServiceRequestData request) {
+  // Checked again: a config reload may have changed the grant while the request waited for
+  // its turn (maxRequestsPerSecond).
+  Grant* grant = nullptr;
+  if (auto refusal = CheckGrant(caller, request, &grant)) {
+    CountRefusal(caller.module, request.service, refusal->rule);
+    return FailedAnswer(ServiceAnswer::Outcome::kRefused,
+                        absl::StrCat(ServiceRuleName(refusal->rule), ": ", refusal->message));
   }
   const kj::Duration limit =
       std::min(grant->config.timeout_ms * kj::MILLISECONDS, caller.time_left);
@@ -192,18 +229,7 @@ kj::Promise<ServiceAnswer> ServiceBroker::Perform(const ServiceCaller& caller,
     return FailedAnswer(ServiceAnswer::Outcome::kTimeout,
                         "timeout: the call's deadline has passed");
   }
-  if (request.is_redis) {
-    if (auto refusal = CheckRedisCommand(grant->config.redis, request.argv)) {
-      return refuse(refusal->rule, refusal->message);
-    }
-    return Redis(*grant, std::move(request.argv), limit);
-  }
-  const uint32_t max_depth = modules_.find(caller.module)->second.limits.max_depth;
-  if (caller.depth + 1 > max_depth) {
-    return refuse(ServiceRule::kMaxDepth,
-                  absl::StrCat("the call is already ", caller.depth,
-                               " module calls deep (serviceLimits.maxDepth ", max_depth, ")"));
-  }
+  if (request.is_redis) return Redis(*grant, std::move(request.argv), limit);
   return CallModule(*grant, caller, std::move(request.call), limit);
 }
 

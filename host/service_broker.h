@@ -57,8 +57,9 @@ class ServiceBroker {
   // Whether `module` was granted any service: its workers then read calls from a private copy.
   bool HasServices(absl::string_view module) const;
 
-  // Checks the per-call limits for a new request of `request_bytes`, and counts it in `usage`,
-  // then takes a token of the module's rate (maxRequestsPerSecond). A module past its rate
+  // Checks the per-call limits for a new request, and counts it in `usage`; then the grant's
+  // rules (the service, its kind, the Redis command and its keys, the module-call depth); then
+  // takes a token of the module's rate (maxRequestsPerSecond). A module past its rate
   // waits for its token (`wait`) rather than being refused, so a flood is slowed to the rate
   // and the waiting worker sleeps; it is refused (max_rate) only if its token would come after
   // its call's deadline. A refusal is counted in metrics.
@@ -66,13 +67,14 @@ class ServiceBroker {
     std::optional<Refusal> refusal;
     kj::Duration wait = 0 * kj::NANOSECONDS;  // before Perform; counts against the deadline
   };
-  Admission Admit(const ServiceCaller& caller, absl::string_view service, uint64_t request_bytes,
+  Admission Admit(const ServiceCaller& caller, const ServiceRequestData& request,
                   ServiceUsage& usage);
   // Checks an answer's size against maxBytesInKb; a refusal replaces the answer.
   void AdmitAnswer(const ServiceCaller& caller, absl::string_view service, ServiceUsage& usage,
                    ServiceAnswer& answer);
 
-  // Performs an admitted request. Always resolves (never throws): a refusal, a failure or a
+  // Performs an admitted request, checking its grant again (a reload may have changed it
+  // meanwhile). Always resolves (never throws): a refusal, a failure or a
   // timeout is an answer naming it. Dropping the promise cancels the request (a Redis reply
   // still coming is discarded; a module call's fulfiller goes away).
   kj::Promise<ServiceAnswer> Perform(const ServiceCaller& caller, ServiceRequestData request);
@@ -111,6 +113,9 @@ class ServiceBroker {
   // due, or nullopt (and nothing taken) if that is `patience` or more.
   std::optional<kj::Duration> TakeToken(ModuleGrants& grants, kj::Duration patience);
   Grant* FindGrant(absl::string_view module, absl::string_view service);
+  // The grant's rules for `request`; on success `*grant` is its grant.
+  std::optional<Refusal> CheckGrant(const ServiceCaller& caller, const ServiceRequestData& request,
+                                    Grant** grant);
   const ModuleGrants* FindModule(absl::string_view module) const;
   void CountRefusal(absl::string_view module, absl::string_view service, ServiceRule rule);
   kj::Promise<ServiceAnswer> Redis(const Grant& grant, std::vector<std::string> argv,

@@ -481,8 +481,7 @@ void WorkerChannel::OnServiceRequest(uint64_t call_id, kj::ArrayPtr<const capnp:
     return;
   }
   ServiceBroker& broker = *config_.services;
-  ServiceBroker::Admission admission =
-      broker.Admit(caller, request->service, request->bytes, head.services);
+  ServiceBroker::Admission admission = broker.Admit(caller, *request, head.services);
   if (admission.refusal) {
     ServiceAnswer answer = FailedAnswer(
         ServiceAnswer::Outcome::kRefused,

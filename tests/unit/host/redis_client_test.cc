@@ -1,7 +1,8 @@
 // RedisPool against a real redis-server on a real KJ event loop: every reply type, binary-safe
 // arguments, large and pipelined replies, refused commands, an unreachable server, a connect
 // that times out, a restart with commands in flight, callers that give up, destruction with
-// commands pending, the reply size guard and the rate-limited connect-failure log.
+// commands pending, the reply size guard and the rate-limited connect-failure log; a close that
+// comes with the last reply; AUTH (refused, timed out, as an ACL user) and Unix sockets.
 #include "host/redis_client.h"
 
 #include <kj/async-io.h>
@@ -10,8 +11,11 @@
 #include <sys/socket.h>
 #include <unistd.h>
 
+#include <algorithm>
+#include <atomic>
 #include <chrono>
 #include <functional>
+#include <thread>
 #include <set>
 #include <string>
 #include <vector>
@@ -257,6 +261,110 @@ TEST_F(RedisClientTest, ConnectThatHangsTimesOut) {
   Result r = Run(pool, {"PING"});
   EXPECT_EQ(r.status().code(), absl::StatusCode::kUnavailable);
   EXPECT_THAT(r.status().message(), HasSubstr("connect timed out after 100 ms"));
+}
+
+// A one-connection server on a loopback port, scripted by `serve` (given the accepted socket) on
+// a thread of its own; joined when the object goes.
+class FakeRedis {
+ public:
+  explicit FakeRedis(std::function<void(int fd)> serve) {
+    listener_ = UniqueFd(socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0));
+    sockaddr_in addr{};
+    addr.sin_family = AF_INET;
+    addr.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+    socklen_t len = sizeof addr;
+    if (bind(listener_.get(), reinterpret_cast<sockaddr*>(&addr), sizeof addr) != 0 ||
+        getsockname(listener_.get(), reinterpret_cast<sockaddr*>(&addr), &len) != 0 ||
+        listen(listener_.get(), 4) != 0) {
+      ADD_FAILURE() << "fake redis: cannot listen";
+      return;
+    }
+    port_ = ntohs(addr.sin_port);
+    thread_ = std::thread([this, serve = std::move(serve)] {
+      timeval tv{5, 0};  // bounded: a test that goes wrong does not hang here
+      setsockopt(listener_.get(), SOL_SOCKET, SO_RCVTIMEO, &tv, sizeof tv);
+      UniqueFd c(accept4(listener_.get(), nullptr, nullptr, SOCK_CLOEXEC));
+      if (!c.valid()) return;
+      setsockopt(c.get(), SOL_SOCKET, SO_RCVTIMEO, &tv, sizeof tv);
+      serve(c.get());
+    });
+  }
+  ~FakeRedis() {
+    if (thread_.joinable()) thread_.join();
+  }
+  uint16_t port() const { return port_; }
+
+  // Reads until `n` complete lines (CRLF) have come, or the peer goes.
+  static void ReadLines(int fd, int n) {
+    std::string got;
+    char buf[256];
+    while (std::count(got.begin(), got.end(), '\n') < n) {
+      const ssize_t r = recv(fd, buf, sizeof buf, 0);
+      if (r <= 0) return;
+      got.append(buf, static_cast<size_t>(r));
+    }
+  }
+
+ private:
+  UniqueFd listener_;
+  uint16_t port_ = 0;
+  std::thread thread_;
+};
+
+// The server answers and closes at once, and both reach the host within one event of its loop:
+// the short read must not be taken for a drained socket, or the close would never be seen.
+TEST_F(RedisClientTest, AReplyFollowedByACloseIsSeenAsALoss) {
+  std::atomic<bool> replied{false};
+  FakeRedis fake([&](int fd) {
+    FakeRedis::ReadLines(fd, 3);  // *1 $4 PING
+    (void)!send(fd, "+PONG\r\n", 7, MSG_NOSIGNAL);
+    replied = true;
+    // The socket closes as `serve` returns.
+  });
+  RedisPoolOptions o = Options();
+  o.port = fake.port();
+  o.connections = 1;
+  o.min_backoff_ms = o.max_backoff_ms = 60000;  // no reconnect within the test
+  auto pool = ConnectedPool(o);
+  auto reply = pool->Command({"PING"});
+  io_.waitScope.poll();  // sends it
+  for (int i = 0; i < 500 && !replied; ++i) std::this_thread::sleep_for(std::chrono::milliseconds(2));
+  std::this_thread::sleep_for(std::chrono::milliseconds(50));  // the close lands too
+  Result r = Wait(kj::mv(reply));
+  ASSERT_TRUE(r.ok()) << r.status();
+  EXPECT_EQ(r->str, "PONG");
+  EXPECT_TRUE(WaitUntil([&] { return pool->connected() == 0; }, 2000))
+      << "the connection still counts as up after the server closed it";
+}
+
+// A server that accepts and never answers the AUTH: the connect times out as an AUTH timeout,
+// logged once as a failed connect (not also as a lost connection).
+TEST_F(RedisClientTest, AnAuthThatIsNeverAnsweredTimesOut) {
+  FakeRedis fake([](int fd) {
+    FakeRedis::ReadLines(fd, 5);  // *2 $4 AUTH $n password
+    char buf[64];
+    while (recv(fd, buf, sizeof buf, 0) > 0) {
+    }  // until the client gives up
+  });
+  RedisPoolOptions o = Options();
+  o.port = fake.port();
+  o.connections = 1;
+  o.connect_timeout_ms = 100;
+  o.min_backoff_ms = o.max_backoff_ms = 60000;
+  o.password = "pw";
+  ::testing::internal::CaptureStderr();
+  std::string error;
+  {
+    RedisPool pool(events(), timer(), o);
+    EXPECT_TRUE(WaitUntil([&] { return pool.connect_failures() >= 1; }, 3000));
+    Result r = Run(pool, {"PING"});
+    ASSERT_FALSE(r.ok());
+    error = std::string(r.status().message());
+  }
+  const std::string log = ::testing::internal::GetCapturedStderr();
+  EXPECT_THAT(error, HasSubstr("AUTH timed out after 100 ms"));
+  EXPECT_THAT(log, HasSubstr("AUTH timed out after 100 ms"));
+  EXPECT_THAT(log, Not(HasSubstr("event=redis_disconnected")));
 }
 
 TEST_F(RedisClientTest, RestartFailsCommandsClearlyThenRecovers) {

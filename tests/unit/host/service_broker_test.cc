@@ -25,15 +25,24 @@ class ServiceBrokerTest : public ::testing::Test {
         }) {}
   ~ServiceBrokerTest() noexcept override {}
 
+  // Module "m", granted one service: "cache", a call to module "m" itself (no Redis needed).
   void Configure(ServiceLimits limits) {
     ModuleConfig m;
     m.name = "m";
     m.service_limits = limits;
+    ServiceConfig cache;
+    cache.name = "cache";
+    cache.module = "m";
+    m.services.push_back(cache);
     broker_.Configure({m});
   }
 
-  ServiceBroker::Admission Admit(kj::Duration time_left, uint64_t bytes = 16) {
-    return broker_.Admit(ServiceCaller{"m", 0, time_left}, "cache", bytes, usage_);
+  ServiceBroker::Admission Admit(kj::Duration time_left, uint64_t bytes = 16,
+                                 const std::string& service = "cache") {
+    ServiceRequestData request;
+    request.service = service;
+    request.bytes = bytes;
+    return broker_.Admit(ServiceCaller{"m", 0, time_left}, request, usage_);
   }
 
   static int64_t Ms(kj::Duration d) { return d / kj::MILLISECONDS; }
@@ -82,9 +91,9 @@ TEST_F(ServiceBrokerTest, RefusedOnlyIfItsTurnComesAfterTheDeadline) {
   EXPECT_EQ(refused.refusal->rule, ServiceRule::kMaxRate);
   EXPECT_THAT(refused.refusal->message, HasSubstr("serviceLimits.maxRequestsPerSecond"));
   EXPECT_THAT(refused.refusal->message, HasSubstr("150 ms left"));
-  // A refused request took no token and is not counted against the call.
+  // A refused request took no token (it counts against the call's maxRequests, as any does).
   EXPECT_EQ(Ms(Admit(10 * kj::SECONDS).wait), 200);
-  EXPECT_EQ(usage_.requests, 12u);
+  EXPECT_EQ(usage_.requests, 13u);
 }
 
 TEST_F(ServiceBrokerTest, PerCallLimitsComeBeforeTheRate) {
@@ -101,9 +110,38 @@ TEST_F(ServiceBrokerTest, PerCallLimitsComeBeforeTheRate) {
   EXPECT_EQ(third.refusal->rule, ServiceRule::kMaxRequests);
 }
 
+// A request the grant refuses anyway neither waits for a token nor spends one, but counts
+// against the call's maxRequests.
+TEST_F(ServiceBrokerTest, ARequestTheGrantRefusesSpendsNoToken) {
+  Configure(ServiceLimits{.max_requests = 3, .max_requests_per_second = 1});
+  auto refused = Admit(10 * kj::SECONDS, 16, "nope");
+  ASSERT_TRUE(refused.refusal);
+  EXPECT_EQ(refused.refusal->rule, ServiceRule::kUnknownService);
+  EXPECT_THAT(refused.refusal->message, HasSubstr("granted no service named 'nope'"));
+  EXPECT_EQ(Ms(Admit(10 * kj::SECONDS).wait), 0);  // the bucket's one token, still there
+  EXPECT_EQ(Ms(Admit(10 * kj::SECONDS).wait), 1000);
+  EXPECT_EQ(usage_.requests, 3u);
+  EXPECT_EQ(Admit(10 * kj::SECONDS, 16, "nope").refusal->rule, ServiceRule::kMaxRequests);
+}
+
+// A config reload keeps a limited module's bucket, and the turns it promised.
+TEST_F(ServiceBrokerTest, TheBucketOutlivesAReload) {
+  Configure(ServiceLimits{.max_requests = 1000, .max_requests_per_second = 10});
+  for (int i = 0; i < 10; ++i) ASSERT_EQ(Ms(Admit(10 * kj::SECONDS).wait), 0);
+  EXPECT_EQ(Ms(Admit(10 * kj::SECONDS).wait), 100);
+  Configure(ServiceLimits{.max_requests = 1000, .max_requests_per_second = 10});
+  EXPECT_EQ(Ms(Admit(10 * kj::SECONDS).wait), 200);
+  Configure(ServiceLimits{.max_requests = 1000, .max_requests_per_second = 5});  // slower now
+  EXPECT_EQ(Ms(Admit(10 * kj::SECONDS).wait), 600);  // 3 promised at 5 a second
+  Configure(ServiceLimits{.max_requests = 1000});  // no limit any more
+  EXPECT_EQ(Ms(Admit(10 * kj::SECONDS).wait), 0);
+}
+
 TEST_F(ServiceBrokerTest, AModuleWithoutGrantsIsRefused) {
   Configure(ServiceLimits{});
-  auto a = broker_.Admit(ServiceCaller{"other", 0, 1 * kj::SECONDS}, "cache", 16, usage_);
+  ServiceRequestData request;
+  request.service = "cache";
+  auto a = broker_.Admit(ServiceCaller{"other", 0, 1 * kj::SECONDS}, request, usage_);
   ASSERT_TRUE(a.refusal);
   EXPECT_EQ(a.refusal->rule, ServiceRule::kUnknownService);
 }
