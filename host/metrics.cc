@@ -231,6 +231,16 @@ std::string RenderMetrics(control::Snapshot::Reader snapshot) {
                       sv.getReconnects(), "\n");
     }
   });
+  absl::StrAppend(&out, "# HELP mphost_service_redis_connect_failures_total Connects to a Redis "
+                        "service that failed: refused, timed out, or denied by AUTH (each is "
+                        "retried with backoff; the log says why).\n"
+                        "# TYPE mphost_service_redis_connect_failures_total counter\n");
+  each_service([&](const std::string&, control::ServiceInfo::Reader sv, const std::string& labels) {
+    if (sv.getKind() == "redis") {
+      absl::StrAppend(&out, "mphost_service_redis_connect_failures_total{", labels, "} ",
+                      sv.getConnectFailures(), "\n");
+    }
+  });
   Family(&out, "mphost_unavailable_total", "counter",
          "503s the host answered itself, by module and cause: starting, draining, module_failed, "
          "queue_full, no_worker.",

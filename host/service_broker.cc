@@ -315,6 +315,7 @@ void ServiceBroker::FillInfo(absl::string_view module, control::ModuleInfo::Buil
       if (grant.pool) {
         s.setConnected(static_cast<uint32_t>(grant.pool->connected()));
         s.setReconnects(grant.pool->reconnects());
+        s.setConnectFailures(grant.pool->connect_failures());
       }
     } else {
       s.setKind("module");

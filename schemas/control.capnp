@@ -138,6 +138,7 @@ struct ServiceInfo {
   latencySumSeconds @7 :Float64;
   connected @8 :UInt32;          # redis: connections up now
   reconnects @9 :UInt64;         # redis: connections made again after a loss
+  connectFailures @10 :UInt64;   # redis: connects refused, failed, timed out or denied by AUTH
 }
 
 struct StatusCount {

@@ -287,6 +287,9 @@ TEST(ServicesAuthTest, APasswordFileAndAUnixSocketReachAProtectedRedis) {
   EXPECT_EQ(refused.status, 502);
   EXPECT_THAT(refused.body, HasSubstr("AUTH refused: WRONGPASS"));
   EXPECT_EQ(HttpRequest(host.port(), "GET", "/m/echo/x").status, 200);
+  EXPECT_GE(Sample(HttpRequest(host.port(), "GET", "/metrics").body,
+                   "mphost_service_redis_connect_failures_total{module=\"svc\",service=\"cache\"}"),
+            1);
   EXPECT_EQ(host.Stop(), 0);
   EXPECT_THAT(host.Log(), HasSubstr("event=redis_connect_failed"));
   EXPECT_THAT(host.Log(), Not(HasSubstr("not-the-pw")));
