@@ -290,6 +290,16 @@ TEST(ServicesAuthTest, APasswordFileAndAUnixSocketReachAProtectedRedis) {
   EXPECT_GE(Sample(HttpRequest(host.port(), "GET", "/metrics").body,
                    "mphost_service_redis_connect_failures_total{module=\"svc\",service=\"cache\"}"),
             1);
+  // Rotated: the file now holds the server's password, and a config reload (SIGHUP) reads it.
+  dir.Write("wrong.pw", "pw-7f3a\n");
+  ASSERT_EQ(::kill(host.pid(), SIGHUP), 0);
+  ASSERT_TRUE(Eventually([&] {
+    return host.Log().find("event=config_reloaded") != std::string::npos;
+  })) << host.Log();
+  EXPECT_TRUE(Eventually([&] {
+    return HttpRequest(host.port(), "GET", "/m/svc/redis?a=SET&a=a:k&a=rotated").body ==
+           "status:OK";
+  })) << host.Log();
   EXPECT_EQ(host.Stop(), 0);
   EXPECT_THAT(host.Log(), HasSubstr("event=redis_connect_failed"));
   EXPECT_THAT(host.Log(), Not(HasSubstr("not-the-pw")));
