@@ -15,14 +15,15 @@
 #include <atomic>
 #include <chrono>
 #include <functional>
-#include <thread>
 #include <set>
+#include <thread>
 #include <string>
 #include <vector>
 
 #include "absl/strings/str_cat.h"
 #include "gmock/gmock.h"
 #include "gtest/gtest.h"
+#include "host/service_rules.h"
 #include "shm/unique_fd.h"
 #include "tests/support/redis_server.h"
 
@@ -365,6 +366,72 @@ TEST_F(RedisClientTest, AnAuthThatIsNeverAnsweredTimesOut) {
   EXPECT_THAT(error, HasSubstr("AUTH timed out after 100 ms"));
   EXPECT_THAT(log, HasSubstr("AUTH timed out after 100 ms"));
   EXPECT_THAT(log, Not(HasSubstr("event=redis_disconnected")));
+}
+
+// The host's key table (host/service_rules.cc), against the server's own: for every command the
+// host can broker, the legacy key range of COMMAND INFO matches, and for argument vectors of
+// every length the server accepts (up to 4 past its minimum), CheckRedisCommand refuses an
+// argument outside the key prefix exactly where COMMAND GETKEYS says a key is. A command whose
+// keys the host looked for in the wrong place would let a module reach another's keys. (Arity
+// may differ between Redis versions, as options come: ZRANK's WITHSCORE is 7.2's; where the
+// host is stricter, it refuses with `arguments`, which is safe.)
+TEST_F(RedisClientTest, TheKeyTableAgreesWithTheServer) {
+  RedisPoolOptions o = Options();
+  o.connections = 1;
+  auto pool = ConnectedPool(o);
+  RedisServiceConfig grant;
+  grant.key_prefix = "t:";
+  grant.commands = BrokeredRedisCommands();
+  int positions_compared = 0;
+  for (const std::string& name : BrokeredRedisCommands()) {
+    SCOPED_TRACE(name);
+    const RedisKeySpec* spec = FindRedisCommand(name);
+    ASSERT_NE(spec, nullptr);
+    Result info = Run(*pool, {"COMMAND", "INFO", name});
+    ASSERT_TRUE(info.ok()) << info.status();
+    ASSERT_EQ(info->type, Type::kArray);
+    ASSERT_EQ(info->elements.size(), 1u);
+    const RedisValue& c = info->elements[0];
+    ASSERT_EQ(c.type, Type::kArray) << "the server does not know " << name;
+    ASSERT_GE(c.elements.size(), 6u);
+    const int server_arity = static_cast<int>(c.elements[1].integer);
+    EXPECT_EQ(c.elements[3].integer, spec->first_key) << "first key";
+    EXPECT_EQ(c.elements[4].integer, spec->last_key) << "last key";
+    EXPECT_EQ(c.elements[5].integer, spec->step) << "step";
+    if (spec->first_key == 0) continue;  // no keys (PING)
+
+    std::vector<int> lengths = {std::abs(server_arity)};
+    if (server_arity < 0) {
+      for (int extra = 1; extra <= 4; ++extra) lengths.push_back(-server_arity + extra);
+    }
+    for (int n : lengths) {
+      if (spec->step > 1 && (n - spec->first_key) % spec->step != 0) continue;
+      std::vector<std::string> argv = {name};
+      for (int i = 1; i < n; ++i) argv.push_back(absl::StrCat("t:", i));
+      std::vector<std::string> getkeys = {"COMMAND", "GETKEYS"};
+      getkeys.insert(getkeys.end(), argv.begin(), argv.end());
+      Result keys = Run(*pool, getkeys);
+      ASSERT_TRUE(keys.ok()) << keys.status();
+      ASSERT_EQ(keys->type, Type::kArray) << n << " arguments: " << keys->str;
+      std::set<std::string> server_keys;
+      for (const RedisValue& k : keys->elements) server_keys.insert(k.str);
+      if (auto refused = CheckRedisCommand(grant, argv)) {
+        EXPECT_EQ(refused->rule, ServiceRule::kArguments) << n << " arguments: " << refused->message;
+        continue;  // stricter than the server about the count: safe
+      }
+      for (int i = 1; i < n; ++i) {
+        std::vector<std::string> outside = argv;
+        outside[static_cast<size_t>(i)] = absl::StrCat("u:", i);
+        const bool refused = CheckRedisCommand(grant, outside).has_value();
+        ++positions_compared;
+        EXPECT_EQ(refused, server_keys.count(absl::StrCat("t:", i)) == 1)
+            << n << " arguments, argument " << i
+            << (refused ? ": refused, but the server does not take it for a key"
+                        : ": allowed, but the server takes it for a key");
+      }
+    }
+  }
+  EXPECT_GT(positions_compared, 300);
 }
 
 TEST_F(RedisClientTest, RestartFailsCommandsClearlyThenRecovers) {
