@@ -107,10 +107,11 @@ bool WaitForFrame(RingReader& reader, uint32_t spin_iterations, int64_t timeout_
 }
 
 void WakeFutexConsumerIfSleeping(RingControl* control) noexcept {
-  // Pairs with the fence in AnnounceSleep: our head stores (Pop) are visible to a producer
-  // that announced after them, or we see its flag.
-  std::atomic_thread_fence(std::memory_order_seq_cst);
-  if (control->consumer_sleeping.load(std::memory_order_relaxed) != 0) WakeFutexConsumer(control);
+  // Pairs with the exchange in AnnounceSleep, as RingWriter::Commit does: our head stores
+  // (Pop) are visible to a producer that announced after this, or we read its flag.
+  if (control->consumer_sleeping.fetch_add(0, std::memory_order_acq_rel) != 0) {
+    WakeFutexConsumer(control);
+  }
 }
 
 std::byte* ReserveWaiting(RingWriter& writer, RingReader& sleep_on, uint64_t payload_bytes,

@@ -52,8 +52,8 @@ inline int64_t SpinNanos(uint32_t spin_iterations) { return int64_t{spin_iterati
 bool WaitForFrame(RingReader& reader, SpinBudget& spin, int64_t timeout_ns) noexcept;
 
 // Consumer side, after popping frames a producer may be waiting to replace: wakes the peer
-// sleeping on `control`'s futex (its announced flag), if it announced. A fence and a load
-// when it did not.
+// sleeping on `control`'s futex (its announced flag), if it announced. One read-modify-write
+// of the flag when it did not.
 void WakeFutexConsumerIfSleeping(RingControl* control) noexcept;
 
 // Worker side: Reserve()s `payload_bytes` in `writer`, spinning `spin_iterations` times and

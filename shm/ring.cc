@@ -92,10 +92,12 @@ bool RingWriter::Commit(FrameKind kind, uint64_t call_id, uint64_t payload_bytes
   tail_ = next;
   pad_ = 0;
   control_->tail.store(tail_, std::memory_order_release);  // a hint (MaybeReady), never trusted
-  // Pairs with the consumer's fence in AnnounceSleep: either it sees our word, or we see its
-  // flag (Dekker). Without the fence both could miss each other and the consumer sleeps on.
-  std::atomic_thread_fence(std::memory_order_seq_cst);
-  return control_->consumer_sleeping.load(std::memory_order_relaxed) != 0;
+  // Pairs with the consumer's exchange in AnnounceSleep (Dekker, on one word): the two
+  // read-modify-writes of the flag are ordered. Ours first: its exchange synchronizes with it
+  // and its re-check sees our word. Its first: we read its 1 and wake it. A plain load, even
+  // after a fence, could let both miss each other; an RMW says so without a fence (which
+  // ThreadSanitizer cannot check).
+  return control_->consumer_sleeping.fetch_add(0, std::memory_order_acq_rel) != 0;
 }
 
 bool RingWriter::TryWrite(FrameKind kind, uint64_t call_id, std::span<const std::byte> payload,
@@ -183,8 +185,9 @@ void RingReader::Pop() noexcept {
 }
 
 uint32_t RingReader::AnnounceSleep() noexcept {
-  control_->consumer_sleeping.store(1, std::memory_order_relaxed);
-  std::atomic_thread_fence(std::memory_order_seq_cst);
+  // Pairs with the producer's read-modify-write of the flag (Commit, or
+  // WakeFutexConsumerIfSleeping): the caller re-checks the ring after this.
+  control_->consumer_sleeping.exchange(1, std::memory_order_acq_rel);
   return control_->wake_seq.load(std::memory_order_acquire);
 }
 

@@ -116,7 +116,7 @@ class RingReader {
   }
 
   // The sleep protocol. Consumer: announce → re-check Empty() → wait → ClearSleeping.
-  // Producer: publish tail → seq_cst fence → check the flag (Commit does this).
+  // Producer: publish the frame → read the flag with a read-modify-write (Commit does this).
   // Returns the futex value to wait on.
   uint32_t AnnounceSleep() noexcept;
   void ClearSleeping() noexcept;

@@ -8,7 +8,9 @@
 #include <sys/wait.h>
 #include <unistd.h>
 
+#include <atomic>
 #include <cstring>
+#include <thread>
 
 #include "gtest/gtest.h"
 #include "shm/doorbell.h"
@@ -244,6 +246,87 @@ TEST_F(RingTest, AdaptiveWaitSpinsThenSleepsAndLearnsHowLateTheFrameCame) {
   EXPECT_TRUE(WaitForFrame(worker_in_, spin, 0));
   producer.join();
   EXPECT_EQ(spin.window_ns(), 15000);
+}
+
+// Two threads through a 4 KiB ring, neither ever spinning, so that every wait is the sleep
+// protocol: the consumer sleeps on the ring's futex until the producer's Commit says to wake it;
+// the producer, out of room, sleeps until the consumer's pop wakes it. A lost wake-up shows as a
+// consumer wait that times out. Every frame arrives once, in order, intact. (tools/test also
+// runs this under ThreadSanitizer.)
+TEST_F(RingTest, TwoThreadsNeverLoseAWakeUp) {
+  constexpr uint64_t kFrames = 20000;
+  RingControl& response = file_->header()->response;
+  std::atomic<bool> producer_failed{false};
+  std::atomic<bool> producer_done{false};
+  std::thread producer([&] {
+    struct Done {
+      std::atomic<bool>& done;
+      ~Done() { done = true; }
+    } done{producer_done};
+    for (uint64_t seq = 1; seq <= kFrames; ++seq) {
+      const uint64_t bytes = 8 + (seq * 37) % 600;  // wraps the ring at every offset class
+      std::byte* p = ReserveWaiting(worker_out_, worker_in_, bytes, /*spin_iterations=*/0);
+      if (p == nullptr) {
+        producer_failed = true;
+        return;
+      }
+      std::memcpy(p, &seq, sizeof seq);
+      std::memset(p + sizeof seq, static_cast<int>(seq & 0xff), bytes - sizeof seq);
+      if (worker_out_.Commit(FrameKind::kReply, seq, bytes)) WakeFutexConsumer(&response);
+    }
+  });
+  uint64_t expected = 1;
+  int lost_wakeups = 0;
+  const int64_t deadline = NowNs() + int64_t{60} * 1000000000;
+  while (expected <= kFrames && !producer_failed && NowNs() < deadline) {
+    if (!WaitForFrame(host_in_, /*spin_iterations=*/0, /*timeout_ns=*/2000000000)) {
+      ++lost_wakeups;  // 2 s with a frame due: nobody woke us
+      continue;
+    }
+    FrameView frame;
+    const ReadStatus st = host_in_.Peek(&frame);
+    if (st == ReadStatus::kEmpty) continue;
+    if (st != ReadStatus::kFrame) {
+      ADD_FAILURE() << RingViolationName(host_in_.violation());
+      break;
+    }
+    uint64_t seq = 0;
+    if (frame.payload.size() >= sizeof seq) std::memcpy(&seq, frame.payload.data(), sizeof seq);
+    if (frame.call_id != expected || frame.payload.size() != 8 + (expected * 37) % 600 ||
+        seq != expected) {
+      ADD_FAILURE() << "frame " << expected << ": call " << frame.call_id << ", "
+                    << frame.payload.size() << " bytes, sequence " << seq;
+      break;
+    }
+    size_t bad = 0, first_bad = 0;
+    for (size_t i = sizeof seq; i < frame.payload.size(); ++i) {
+      if (frame.payload[i] != static_cast<std::byte>(expected & 0xff)) {
+        if (bad++ == 0) first_bad = i;
+      }
+    }
+    if (bad != 0) {
+      ADD_FAILURE() << "frame " << expected << " of " << frame.payload.size() << " bytes: " << bad
+                    << " wrong, from byte " << first_bad;
+      break;
+    }
+    host_in_.Pop();
+    WakeFutexConsumerIfSleeping(&request());  // the producer may be waiting for room
+    ++expected;
+  }
+  // After a failure, frames are drained so that the producer can finish and be joined.
+  while (!producer_done) {
+    FrameView frame;
+    if (host_in_.Peek(&frame) == ReadStatus::kFrame) {
+      host_in_.Pop();
+      WakeFutexConsumerIfSleeping(&request());
+    } else {
+      std::this_thread::yield();
+    }
+  }
+  producer.join();
+  EXPECT_FALSE(producer_failed);
+  EXPECT_EQ(expected, kFrames + 1);
+  EXPECT_EQ(lost_wakeups, 0);
 }
 
 // ---- Two processes ----
