@@ -215,32 +215,24 @@ std::string RenderMetrics(control::Snapshot::Reader snapshot) {
                     sv.getLatencySumSeconds(), "\n", "mphost_service_request_seconds_count{",
                     labels, "} ", c.size() ? c[c.size() - 1] : 0, "\n");
   });
-  absl::StrAppend(&out, "# HELP mphost_service_redis_connections Connections up to a Redis "
-                        "service.\n# TYPE mphost_service_redis_connections gauge\n");
-  each_service([&](const std::string&, control::ServiceInfo::Reader sv, const std::string& labels) {
-    if (sv.getKind() == "redis") {
-      absl::StrAppend(&out, "mphost_service_redis_connections{", labels, "} ", sv.getConnected(), "\n");
-    }
-  });
-  absl::StrAppend(&out, "# HELP mphost_service_redis_reconnects_total Connections to a Redis "
-                        "service made again after a loss.\n"
-                        "# TYPE mphost_service_redis_reconnects_total counter\n");
-  each_service([&](const std::string&, control::ServiceInfo::Reader sv, const std::string& labels) {
-    if (sv.getKind() == "redis") {
-      absl::StrAppend(&out, "mphost_service_redis_reconnects_total{", labels, "} ",
-                      sv.getReconnects(), "\n");
-    }
-  });
-  absl::StrAppend(&out, "# HELP mphost_service_redis_connect_failures_total Connects to a Redis "
-                        "service that failed: refused, timed out, or denied by AUTH (each is "
-                        "retried with backoff; the log says why).\n"
-                        "# TYPE mphost_service_redis_connect_failures_total counter\n");
-  each_service([&](const std::string&, control::ServiceInfo::Reader sv, const std::string& labels) {
-    if (sv.getKind() == "redis") {
-      absl::StrAppend(&out, "mphost_service_redis_connect_failures_total{", labels, "} ",
-                      sv.getConnectFailures(), "\n");
-    }
-  });
+  // One series per Redis service granted.
+  auto redis_family = [&](const char* name, const char* type, const char* help,
+                          uint64_t (*value)(control::ServiceInfo::Reader)) {
+    absl::StrAppend(&out, "# HELP ", name, " ", help, "\n# TYPE ", name, " ", type, "\n");
+    each_service([&](const std::string&, control::ServiceInfo::Reader sv, const std::string& labels) {
+      if (sv.getKind() == "redis") absl::StrAppend(&out, name, "{", labels, "} ", value(sv), "\n");
+    });
+  };
+  redis_family("mphost_service_redis_connections", "gauge",
+               "Connections up to a Redis service.",
+               [](control::ServiceInfo::Reader sv) -> uint64_t { return sv.getConnected(); });
+  redis_family("mphost_service_redis_reconnects_total", "counter",
+               "Connections to a Redis service made again after a loss.",
+               [](control::ServiceInfo::Reader sv) { return sv.getReconnects(); });
+  redis_family("mphost_service_redis_connect_failures_total", "counter",
+               "Connects to a Redis service that failed: refused, timed out, or denied by AUTH "
+               "(each is retried with backoff; the log says why).",
+               [](control::ServiceInfo::Reader sv) { return sv.getConnectFailures(); });
   Family(&out, "mphost_unavailable_total", "counter",
          "503s the host answered itself, by module and cause: starting, draining, module_failed, "
          "queue_full, no_worker.",

@@ -214,11 +214,12 @@ std::optional<Refusal> ServiceBroker::CheckGrant(const ServiceCaller& caller,
 }
 
 kj::Promise<ServiceAnswer> ServiceBroker::Perform(const ServiceCaller& caller,
-                                                  ServiceRequestData request) {
-  // Checked again: a config reload may have changed the grant while the request waited for
-  // its turn (maxRequestsPerSecond).
-  Grant* grant = nullptr;
-  if (auto refusal = CheckGrant(caller, request, &grant)) {
+                                                  ServiceRequestData request,
+                                                  bool grant_checked_this_turn) {
+  Grant* grant = grant_checked_this_turn ? FindGrant(caller.module, request.service) : nullptr;
+  std::optional<Refusal> refusal;
+  if (grant == nullptr) refusal = CheckGrant(caller, request, &grant);
+  if (refusal) {
     CountRefusal(caller.module, request.service, refusal->rule);
     return FailedAnswer(ServiceAnswer::Outcome::kRefused,
                         absl::StrCat(ServiceRuleName(refusal->rule), ": ", refusal->message));

@@ -73,11 +73,13 @@ class ServiceBroker {
   void AdmitAnswer(const ServiceCaller& caller, absl::string_view service, ServiceUsage& usage,
                    ServiceAnswer& answer);
 
-  // Performs an admitted request, checking its grant again (a reload may have changed it
-  // meanwhile). Always resolves (never throws): a refusal, a failure or a
+  // Performs an admitted request. `grant_checked_this_turn`: Admit passed it on this turn of the
+  // loop, so nothing can have changed; otherwise (it waited for its turn) a config reload may
+  // have changed its grant meanwhile, and the grant's rules are checked again. Always resolves (never throws): a refusal, a failure or a
   // timeout is an answer naming it. Dropping the promise cancels the request (a Redis reply
   // still coming is discarded; a module call's fulfiller goes away).
-  kj::Promise<ServiceAnswer> Perform(const ServiceCaller& caller, ServiceRequestData request);
+  kj::Promise<ServiceAnswer> Perform(const ServiceCaller& caller, ServiceRequestData request,
+                                     bool grant_checked_this_turn);
 
   // Counts `answer` (and how long it took) for `module`'s service.
   void Record(absl::string_view module, absl::string_view service, const ServiceAnswer& answer,

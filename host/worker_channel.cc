@@ -500,10 +500,11 @@ void WorkerChannel::OnServiceRequest(uint64_t call_id, kj::ArrayPtr<const capnp:
     performed = timer_.afterDelay(admission.wait)
                     .then([&broker, caller = std::move(caller),
                            request = *std::move(request)]() mutable {
-                      return broker.Perform(caller, std::move(request));
+                      return broker.Perform(caller, std::move(request),
+                                            /*grant_checked_this_turn=*/false);
                     });
   } else {
-    performed = broker.Perform(caller, *std::move(request));
+    performed = broker.Perform(caller, *std::move(request), /*grant_checked_this_turn=*/true);
   }
   // The answer is handled on a turn of its own: handling it may drop `service_`, which must
   // not happen inside its own callback.
